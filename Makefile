@@ -1,0 +1,60 @@
+# Everything a user or CI runs. Each target installs what it is missing first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+VENV := .venv
+TOOLS := .tools
+POETRY := $(TOOLS)/bin/poetry
+PYTHON := $(VENV)/bin/python
+# poetry's own PyPI source asks for per-version JSON pages that some mirrors lack; the plugin
+# makes it read the simple index pip already uses (PIP_INDEX_URL, else pip's default).
+MIRROR := $(or $(POETRY_PYPI_MIRROR_URL),$(PIP_INDEX_URL),$(shell python3 -c "from pip._internal.models.index import PyPI; print(PyPI.simple_url)" 2>/dev/null))
+export POETRY_PYPI_MIRROR_URL := $(MIRROR)
+export POETRY_VIRTUALENVS_IN_PROJECT := true
+export POETRY_NO_INTERACTION := 1
+TORCH_VERSION ?= 2.13.0
+MODEL ?= qwen
+
+.PHONY: install install-local install-test-local run run-local test lint bench clean
+
+$(POETRY):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "poetry==2.5.1" "poetry-plugin-pypi-mirror==0.6.5"
+
+$(VENV)/.installed: $(POETRY) pyproject.toml poetry.lock
+	$(POETRY) install --with dev
+	touch $@
+
+install: $(VENV)/.installed
+
+.env:
+	cp .env.example .env
+
+# The local model's packages on a GPU host (torch with CUDA from the index).
+install-local: install
+	$(VENV)/bin/pip install --quiet "torch>=2.4" "transformers>=4.45"
+
+# CPU torch for the local provider's tests; pinned, since unpinned pip picks a multi-GB CUDA build.
+install-test-local: install
+	@$(PYTHON) -c "import torch, transformers" 2>/dev/null || \
+	  $(VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)" "transformers>=4.45"
+
+run: install .env
+	$(PYTHON) -m chatproxy
+
+run-local: install .env
+	$(PYTHON) -m chatproxy --local-model $(MODEL)
+
+lint: install
+	$(VENV)/bin/ruff check chatproxy tests bench
+	$(VENV)/bin/mypy
+
+test: install install-test-local lint
+	$(VENV)/bin/pytest -q
+
+bench: install install-test-local
+	$(PYTHON) bench/overhead.py
+	$(PYTHON) bench/streaming.py
+	$(PYTHON) bench/local.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""`python -m chatproxy` / `chatproxy`: run the server (or `chat`, a terminal client)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from chatproxy.config import LOCAL_MODEL_PRESETS, Settings
+
+log = logging.getLogger("chatproxy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatproxy", description=__doc__)
+    parser.add_argument("--host", help="address to listen on (HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (PORT)")
+    parser.add_argument(
+        "--env-file", type=Path, default=None, help="read settings from this file instead of ./.env"
+    )
+    parser.add_argument(
+        "--local-model",
+        metavar="PATH_OR_ID",
+        help=f"serve a local model; presets: {', '.join(LOCAL_MODEL_PRESETS)}",
+    )
+    parser.add_argument("--device", help="local model device: auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "local_model": args.local_model,
+            "local_device": args.device,
+            "log_level": args.log_level,
+        }.items()
+        if value is not None
+    }
+    env_file = args.env_file or Path(".env")
+    if args.env_file is not None and not env_file.is_file():
+        raise SystemExit(f"chatproxy: --env-file {env_file} does not exist")
+    return Settings(_env_file=env_file, **overrides)
+
+
+def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from chatproxy.app import create_app
+    from chatproxy.logs import setup_logging
+    from chatproxy.redact import Redactor
+
+    redactor = Redactor(settings.secrets())
+    setup_logging(settings.log_level, settings.log_format, redactor)
+    app = create_app(settings, redactor=redactor)
+
+    def announce(message: object) -> None:
+        log.info("listening on http://%s:%d", settings.host, settings.port)
+
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+        handler_cancellation=True,
+        print=announce,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        sys.exit(f"chatproxy: invalid configuration: {problems}")
+    serve(settings)
+
+
+if __name__ == "__main__":
+    main()

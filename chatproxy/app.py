@@ -1,0 +1,47 @@
+"""create_app(settings): wires the application together, and nothing else."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from chatproxy.config import Settings
+from chatproxy.handlers import chat, meta
+from chatproxy.keys import PROVIDERS, REDACTOR, SETTINGS, STARTED
+from chatproxy.middlewares import render_errors, request_context, require_api_key
+from chatproxy.redact import Redactor
+from chatproxy.wiring import providers_context
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    """Readiness turns 503 as soon as SIGTERM arrives, so the gateway stops sending."""
+    if PROVIDERS in app:
+        app[PROVIDERS].shutting_down = True
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/health", meta.health)
+    app.router.add_get("/ready", meta.ready)
+    app.router.add_get("/status", meta.status)
+    app.router.add_get("/models", meta.all_models)
+    app.router.add_get("/{provider}/models", meta.provider_models)
+    app.router.add_route("*", "/{provider}/", chat.chat)
+    app.router.add_route("*", "/{provider}", chat.chat)
+
+
+def create_app(
+    settings: Settings | None = None, *, redactor: Redactor | None = None
+) -> web.Application:
+    settings = settings if settings is not None else Settings()
+    app = web.Application(
+        middlewares=[request_context, render_errors, require_api_key],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[REDACTOR] = redactor or Redactor(settings.secrets())
+    app[STARTED] = time.monotonic()
+    app.cleanup_ctx.append(providers_context)
+    app.on_shutdown.append(_mark_shutting_down)
+    setup_routes(app)
+    return app

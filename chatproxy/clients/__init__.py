@@ -1,0 +1,1 @@
+"""Upstream clients: one module per provider, all implementing `base.ChatClient`."""

@@ -1,0 +1,62 @@
+"""The interface every provider implements, and the values it speaks in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chatproxy.schemas import Message, Usage
+
+
+@dataclass(slots=True)
+class CompletionRequest:
+    """A provider-neutral chat request: the system prompt is already in `messages`."""
+
+    model: str
+    messages: list[Message]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    # OpenAI fields passed through as they are (presence_penalty, seed, ...), chatgpt only.
+    extra: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    content: str
+    model: str
+    usage: Usage
+    finish_reason: str = "stop"
+
+
+@dataclass(slots=True)
+class Delta:
+    """A piece of a streamed reply; the last one may carry the finish reason and usage."""
+
+    content: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class ChatClient(Protocol):
+    """What a handler needs from a provider."""
+
+    name: str
+    default_model: str
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]: ...
+
+    async def models(self) -> list[str]: ...
+
+    def not_ready_reason(self) -> str | None:
+        """Why the provider cannot serve right now, or None when it can."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...

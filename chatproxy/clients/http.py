@@ -1,0 +1,193 @@
+"""One provider's HTTP plumbing: retries, the four timeouts, and status -> error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from chatproxy.clients.constants import MAX_RETRY_AFTER, MAX_UPSTREAM_MESSAGE
+from chatproxy.clients.retry import parse_retry_after, retry_delay, should_retry
+from chatproxy.errors import (
+    UpstreamAuthError,
+    UpstreamBadRequestError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamRateLimitError,
+    UpstreamResponseError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from chatproxy.redact import Redactor
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds: `total` bounds a whole call, retries and stream included."""
+
+    total: float = 60.0
+    connect: float = 10.0
+    first_byte: float = 60.0
+    between_chunks: float = 30.0
+    retries: int = 2
+
+
+def upstream_message(body: bytes) -> str:
+    """The human part of an upstream error body, whatever its shape."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:MAX_UPSTREAM_MESSAGE] or "no message"
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:MAX_UPSTREAM_MESSAGE]
+        for key in ("message", "error_msg", "error_description", "detail", "error"):
+            if isinstance(data.get(key), str | int) and data[key] != "":
+                return str(data[key])[:MAX_UPSTREAM_MESSAGE]
+    return text[:MAX_UPSTREAM_MESSAGE]
+
+
+def parse_json(body: bytes, provider: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise UpstreamResponseError(f"{provider} answered with a body that is not JSON") from None
+
+
+class Upstream:
+    """A provider's reused `ClientSession` wrapped in retries, deadlines and error mapping."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        provider: str,
+        timeouts: Timeouts,
+        redactor: Redactor,
+    ) -> None:
+        self.session = session
+        self.provider = provider
+        self.timeouts = timeouts
+        self.redact = redactor
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+        )
+
+    def status_error(self, status: int, body: bytes, headers: Any = None) -> UpstreamStatusError:
+        """Map an upstream error status to the error the client sees."""
+        message = self.redact(upstream_message(body))
+        name = self.provider
+        if status in BAD_REQUEST_STATUSES:
+            return UpstreamBadRequestError(
+                f"{name} rejected the request: {message}", upstream_status=status
+            )
+        if status in (401, 403):
+            return UpstreamAuthError(
+                f"{name} rejected chatproxy's credentials (HTTP {status}); check the operator's "
+                "configuration",
+                upstream_status=status,
+            )
+        if status == 429:
+            retry_after = parse_retry_after(headers.get("Retry-After") if headers else None)
+            return UpstreamRateLimitError(
+                f"{name} is rate limiting requests: {message}",
+                upstream_status=status,
+                retry_after=retry_after,
+            )
+        return UpstreamStatusError(
+            f"{name} answered HTTP {status}: {message}", upstream_status=status
+        )
+
+    async def call_json(self, method: str, url: str | URL, **kwargs: Any) -> Any:
+        """Send a request and return its parsed JSON body, retrying what is worth retrying."""
+
+        async def attempt() -> Any:
+            async with self.session.request(
+                method, url, timeout=self._client_timeout, **kwargs
+            ) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise self.status_error(resp.status, body, resp.headers)
+            return parse_json(body, self.provider)
+
+        return await self.retrying(attempt)
+
+    async def open_stream(
+        self, method: str, url: str | URL, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return the open 200 response; retries stop at the first byte."""
+
+        async def attempt() -> aiohttp.ClientResponse:
+            resp = await self.session.request(method, url, timeout=self._client_timeout, **kwargs)
+            if resp.status >= 400:
+                try:
+                    body = await resp.read()
+                finally:
+                    resp.release()
+                raise self.status_error(resp.status, body, resp.headers)
+            return resp
+
+        return await self.retrying(attempt, first_byte=True)
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], *, first_byte: bool = False) -> T:
+        """Run `attempt` until it succeeds, fails for good, or the total deadline passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.total
+        retries = self.timeouts.retries
+        tries = 0
+        while True:
+            remaining = deadline - loop.time()
+            limit = min(remaining, self.timeouts.first_byte) if first_byte else remaining
+            error: UpstreamError
+            try:
+                async with asyncio.timeout(limit):
+                    return await attempt()
+            except UpstreamStatusError as exc:
+                if not should_retry(exc.upstream_status):
+                    raise
+                error = exc
+            except aiohttp.ConnectionTimeoutError:
+                error = UpstreamConnectionError(
+                    f"could not connect to {self.provider} within {self.timeouts.connect:g}s"
+                )
+            except aiohttp.ClientPayloadError:
+                error = UpstreamConnectionError(f"{self.provider} cut its answer short")
+            except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+                reason = self.redact(str(exc)) or type(exc).__name__
+                error = UpstreamConnectionError(f"could not reach {self.provider}: {reason}")
+            except aiohttp.ClientResponseError as exc:
+                raise UpstreamResponseError(
+                    f"{self.provider} sent a malformed HTTP answer: {self.redact(exc.message)}"
+                ) from None
+            except TimeoutError:
+                what = "the first byte" if first_byte and limit < remaining else "an answer"
+                raise UpstreamTimeoutError(
+                    f"{self.provider} did not send {what} within {limit:.3g}s"
+                ) from None
+            delay = retry_delay(tries, error.retry_after)
+            spent = tries >= retries
+            too_late = loop.time() + delay >= deadline
+            if spent or too_late or (error.retry_after or 0) > MAX_RETRY_AFTER:
+                raise error
+            tries += 1
+            log.warning(
+                "%s: %s; retry %d of %d in %.2fs",
+                self.provider,
+                error.message,
+                tries,
+                retries,
+                delay,
+            )
+            await asyncio.sleep(delay)

@@ -1,0 +1,76 @@
+"""The `chatgpt` provider: OpenAI's API or any server that speaks it (vLLM, TGI, Ollama)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import SecretStr
+
+from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.http import Upstream
+from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
+from chatproxy.errors import UpstreamResponseError
+
+
+class OpenAIClient:
+    """Bearer key, `POST {base}/chat/completions`, `GET {base}/models`."""
+
+    name = "chatgpt"
+
+    def __init__(
+        self, upstream: Upstream, *, base_url: str, api_key: SecretStr | None, default_model: str
+    ) -> None:
+        self.upstream = upstream
+        self.base_url = base_url.rstrip("/")
+        self.default_model = default_model
+        self._api_key = api_key
+
+    def _headers(self, request_id: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        return headers
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        data = await self.upstream.call_json(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json=chat_payload(request, stream=False),
+            headers=self._headers(request.request_id),
+        )
+        return parse_completion(data, provider=self.name, model=request.model)
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]:
+        payload = chat_payload(request, stream=True)
+        payload["stream_options"] = {"include_usage": True}
+        resp = await self.upstream.open_stream(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json=payload,
+            headers={**self._headers(request.request_id), "Accept": "text/event-stream"},
+        )
+        async for delta in stream_deltas(resp, provider=self.name, timeouts=self.upstream.timeouts):
+            yield delta
+
+    async def models(self) -> list[str]:
+        data: Any = await self.upstream.call_json(
+            "GET", f"{self.base_url}/models", headers=self._headers()
+        )
+        try:
+            return sorted(str(item["id"]) for item in data["data"])
+        except (KeyError, TypeError):
+            raise UpstreamResponseError(
+                f"{self.name} answered /models with an unknown shape"
+            ) from None
+
+    def not_ready_reason(self) -> str | None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"base_url": self.base_url}
+
+    async def close(self) -> None:
+        await self.upstream.session.close()

@@ -1,0 +1,107 @@
+"""OpenAI's chat completion format, spoken by OpenAI, GigaChat and every compatible server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.http import Timeouts, upstream_message
+from chatproxy.clients.sse import iter_events
+from chatproxy.errors import UpstreamError, UpstreamResponseError
+from chatproxy.schemas import Usage
+
+
+def chat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        **request.extra,
+    }
+    for key in ("temperature", "top_p", "max_tokens", "stop"):
+        value = getattr(request, key)
+        if value is not None:
+            payload[key] = value
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+def parse_usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    prompt = int(data.get("prompt_tokens") or 0)
+    completion = int(data.get("completion_tokens") or 0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=int(data.get("total_tokens") or prompt + completion),
+    )
+
+
+def parse_completion(data: Any, *, provider: str, model: str) -> Completion:
+    """A `chat.completion` object as a `Completion`; anything else is a 502."""
+    try:
+        choice = data["choices"][0]
+        content = choice["message"].get("content") or ""
+        if not isinstance(content, str):
+            raise TypeError("content is not a string")
+        return Completion(
+            content=content,
+            model=str(data.get("model") or model),
+            usage=parse_usage(data.get("usage")) or Usage(),
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise UpstreamResponseError(
+            f"{provider} answered 200 with a body that is not a chat completion"
+        ) from None
+
+
+def parse_chunk(data: str, provider: str) -> Delta | None:
+    """One `chat.completion.chunk`; None for chunks that carry nothing (role-only, empty)."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise UpstreamResponseError(f"{provider} sent a stream event that is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamResponseError(f"{provider} sent a stream event that is not an object")
+    if "error" in chunk:
+        raise UpstreamError(f"{provider} failed mid-stream: {upstream_message(data.encode())}")
+    usage = parse_usage(chunk.get("usage"))
+    choices = chunk.get("choices") or []
+    content, finish = "", None
+    if choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta") or {}
+        content = delta.get("content") or "" if isinstance(delta, dict) else ""
+        finish = choices[0].get("finish_reason")
+    if not content and finish is None and usage is None:
+        return None
+    return Delta(content=str(content), finish_reason=finish, usage=usage)
+
+
+async def stream_deltas(
+    resp: aiohttp.ClientResponse, *, provider: str, timeouts: Timeouts
+) -> AsyncIterator[Delta]:
+    """Deltas of an OpenAI-style SSE stream; one that ends without `[DONE]` is an error."""
+    finished = False
+    try:
+        async for event in iter_events(resp, provider=provider, timeouts=timeouts):
+            if event.data.strip() == "[DONE]":
+                finished = True
+                break
+            delta = parse_chunk(event.data, provider)
+            if delta is not None:
+                yield delta
+        if not finished:
+            raise UpstreamError(f"{provider} ended the stream without [DONE]")
+    finally:
+        # A finished stream hands its connection back; an abandoned one must drop it so the
+        # upstream stops generating for nobody.
+        if finished:
+            resp.release()
+        else:
+            resp.close()

@@ -1,0 +1,144 @@
+"""Settings from the environment and `.env` (pydantic-settings); names are DESIGN.md's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROVIDERS = ("chatgpt", "gigachat", "ernie", "local")
+Provider = Literal["chatgpt", "gigachat", "ernie", "local"]
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
+
+# Presets for `--local-model qwen|llama`: the two model families the seed servers offered.
+LOCAL_MODEL_PRESETS = {
+    "qwen": "Qwen/Qwen2.5-7B-Instruct",
+    "llama": "meta-llama/Llama-3.1-8B-Instruct",
+}
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything chatproxy can be told; secrets are `SecretStr`, so reprs hide them."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    chatgpt_system_prompt: str | None = None
+    gigachat_system_prompt: str | None = None
+    ernie_system_prompt: str | None = None
+    local_system_prompt: str | None = None
+    system_prompt_mode: Literal["prepend", "always"] = "prepend"
+    default_provider: Provider = "chatgpt"
+
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=_alias("OPENAI_API_KEY", "API_KEY")
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", validation_alias=_alias("OPENAI_BASE_URL", "URL_GPT")
+    )
+    openai_model: str = "gpt-4o-mini"
+
+    gigachat_credentials: SecretStr | None = Field(
+        None, validation_alias=_alias("GIGACHAT_CREDENTIALS", "AUTH_CREDENTIALS")
+    )
+    gigachat_scope: str = Field(
+        "GIGACHAT_API_PERS", validation_alias=_alias("GIGACHAT_SCOPE", "SCOPE")
+    )
+    gigachat_auth_url: str = Field(
+        "https://ngw.devices.sberbank.ru:9443/api/v2/oauth",
+        validation_alias=_alias("GIGACHAT_AUTH_URL", "AUTH_URL"),
+    )
+    gigachat_base_url: str = Field(
+        "https://gigachat.devices.sberbank.ru/api/v1",
+        validation_alias=_alias("GIGACHAT_BASE_URL", "URL_GIGACHAT"),
+    )
+    gigachat_model: str = "GigaChat"
+    gigachat_ca_bundle: Path | None = None
+    gigachat_verify_ssl: bool = True
+
+    ernie_api_key: SecretStr | None = None
+    ernie_secret_key: SecretStr | None = None
+    ernie_auth_url: str = "https://aip.baidubce.com/oauth/2.0/token"
+    ernie_base_url: str = "https://aip.baidubce.com/rpc/2.0/ai_custom/v1/wenxinworkshop/chat"
+    ernie_model: str = "ernie-speed-128k"
+
+    local_model: str | None = None
+    local_device: str = "auto"
+    local_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    local_max_batch: int = Field(8, ge=1, le=256)
+    local_max_queue: int = Field(64, ge=1)
+
+    history_store: str | None = None
+    history_max_turns: int = Field(20, ge=1)
+
+    proxy_api_keys: SecretStr | None = None
+
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_messages: int = Field(1000, ge=1)
+    upstream_timeout: float = Field(60.0, gt=0)
+    upstream_connect_timeout: float = Field(10.0, gt=0)
+    upstream_first_byte_timeout: float | None = Field(None, gt=0)
+    upstream_read_timeout: float = Field(30.0, gt=0)
+    upstream_retries: int = Field(2, ge=0, le=10)
+    models_cache_ttl: float = Field(300.0, ge=0)
+    shutdown_timeout: float = Field(30.0, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("openai_base_url", "gigachat_base_url", mode="after")
+    @classmethod
+    def _strip_endpoint(cls, url: str) -> str:
+        """Accept the older proxy's full `.../chat/completions` URLs as base URLs."""
+        url = url.rstrip("/")
+        return url.removesuffix("/chat/completions")
+
+    @field_validator("local_model", "history_store", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("local_model", mode="after")
+    @classmethod
+    def _expand_preset(cls, value: str | None) -> str | None:
+        return LOCAL_MODEL_PRESETS.get(value, value) if value else value
+
+    def api_keys(self) -> frozenset[str]:
+        """Client keys accepted as `Authorization: Bearer`, empty when auth is off."""
+        raw = self.proxy_api_keys.get_secret_value() if self.proxy_api_keys else ""
+        return frozenset(key.strip() for key in raw.split(",") if key.strip())
+
+    def system_prompt_for(self, provider: str) -> str:
+        override: str | None = getattr(self, f"{provider}_system_prompt", None)
+        return self.system_prompt if override is None else override
+
+    def first_byte_timeout(self) -> float:
+        return self.upstream_first_byte_timeout or self.upstream_timeout
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so the log filter can scrub them wherever they appear."""
+        values = [
+            self.openai_api_key,
+            self.gigachat_credentials,
+            self.ernie_api_key,
+            self.ernie_secret_key,
+        ]
+        found = [v.get_secret_value() for v in values if v is not None]
+        return [s for s in (*found, *self.api_keys()) if len(s) >= 4]

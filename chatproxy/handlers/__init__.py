@@ -1,0 +1,1 @@
+"""Thin aiohttp handlers: parse, call a client, shape the answer."""

@@ -1,0 +1,97 @@
+"""Relaying a delta stream to the client as SSE, in the native or the OpenAI framing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from chatproxy.clients.base import Delta
+from chatproxy.errors import ChatProxyError
+from chatproxy.schemas import Usage
+
+log = logging.getLogger(__name__)
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """What the stream said, gathered for the final event."""
+
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: Usage | None = None
+
+    def add(self, delta: Delta) -> None:
+        if delta.content:
+            self.parts.append(delta.content)
+        if delta.finish_reason:
+            self.finish_reason = delta.finish_reason
+        if delta.usage is not None:
+            self.usage = delta.usage
+
+    @property
+    def content(self) -> str:
+        return "".join(self.parts)
+
+
+class Framer(Protocol):
+    def delta(self, delta: Delta) -> bytes: ...
+
+    def done(self, result: StreamResult) -> bytes: ...
+
+    def error(self, exc: ChatProxyError) -> bytes: ...
+
+
+def sse(data: str, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+def error_event_data(exc: ChatProxyError) -> str:
+    return json.dumps({"error": exc.message, "type": exc.type}, ensure_ascii=False)
+
+
+async def relay(
+    request: web.Request, deltas: AsyncIterator[Delta], framer: Framer
+) -> web.StreamResponse:
+    """Wait for the first delta (so early failures stay plain HTTP errors), then stream."""
+    try:
+        first: Delta | None = await anext(deltas)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await deltas.aclose()  # type: ignore[attr-defined]
+        raise
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    result = StreamResult()
+    try:
+        item = first
+        while item is not None:
+            result.add(item)
+            chunk = framer.delta(item)
+            if chunk:
+                await response.write(chunk)
+            item = await anext(deltas, None)
+        await response.write(framer.done(result))
+    except ChatProxyError as exc:
+        log.warning("stream failed after the first byte: %s", exc.message)
+        await response.write(framer.error(exc))
+    except (ConnectionError, web.HTTPException):
+        raise
+    except Exception:
+        log.exception("stream failed after the first byte")
+        await response.write(framer.error(ChatProxyError("internal error; see the server log")))
+    finally:
+        await deltas.aclose()  # type: ignore[attr-defined]
+    await response.write_eof()
+    return response

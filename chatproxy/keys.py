@@ -1,0 +1,14 @@
+"""Typed keys of everything shared through the `web.Application`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chatproxy.config import Settings
+from chatproxy.providers import Providers
+from chatproxy.redact import Redactor
+
+SETTINGS = web.AppKey("settings", Settings)
+PROVIDERS = web.AppKey("providers", Providers)
+REDACTOR = web.AppKey("redactor", Redactor)
+STARTED = web.AppKey("started", float)

@@ -1,0 +1,68 @@
+"""Logging: request ids on every line, secrets scrubbed from every line, text or JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import TextIO
+
+from chatproxy.redact import Redactor
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request being served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats, then scrubs: covers messages, arguments and tracebacks alike."""
+
+    def __init__(self, redactor: Redactor, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor(super().format(record))
+
+
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return self.redactor(json.dumps(entry, ensure_ascii=False))
+
+
+def setup_logging(
+    level: str, fmt: str, redactor: Redactor, stream: TextIO | None = None
+) -> logging.Handler:
+    """Route every logger through one scrubbing handler on the root logger."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    formatter = (
+        JsonFormatter(redactor) if fmt == "json" else RedactingFormatter(redactor, TEXT_FORMAT)
+    )
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,35 @@
+"""Scrubs secrets out of text bound for logs and error messages."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+
+MASK = "***"
+# Credentials that travel in headers or URLs, whatever their value.
+_PATTERNS = re.compile(
+    r"(?i)(?P<key>\b(?:authorization|x-api-key|api[-_]?key)\b[\"']?\s*[:=]\s*[\"']?"
+    r"(?:bearer\s+|basic\s+)?|\bbearer\s+|\bbasic\s+"
+    r"|\b(?:access_token|refresh_token|client_secret|client_id|api_key)=)(?P<value>[^\s&\"',;]+)"
+)
+MAX_RUNTIME_SECRETS = 64
+
+
+class Redactor:
+    """Masks known secret values and anything shaped like a credential."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._static = tuple(s for s in secrets if s)
+        # Tokens fetched at run time (OAuth access tokens); old ones expire, so keep a few.
+        self._runtime: deque[str] = deque(maxlen=MAX_RUNTIME_SECRETS)
+
+    def add(self, secret: str) -> None:
+        if secret and secret not in self._runtime:
+            self._runtime.append(secret)
+
+    def __call__(self, text: str) -> str:
+        for secret in (*self._static, *self._runtime):
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return _PATTERNS.sub(lambda m: m.group("key") + MASK, text)

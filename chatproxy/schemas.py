@@ -1,0 +1,101 @@
+"""Pydantic models of the native API's requests, responses and errors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9._:/-]+$"
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    """One turn of a conversation."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    role: Role
+    content: str
+
+
+class SamplingFields(BaseModel):
+    """Fields shared by the native and the OpenAI-compatible request."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stream: bool = False
+
+
+class ChatRequest(SamplingFields):
+    """Body of `POST /{provider}/`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: Name | None = None
+    messages: list[Message] = Field(min_length=1)
+    stop: list[str] | str | None = None
+    conversation_id: Name | None = None
+
+    @field_validator("messages", mode="after")
+    @classmethod
+    def _not_too_many(cls, messages: list[Message], info: ValidationInfo) -> list[Message]:
+        limit = (info.context or {}).get("max_messages")
+        if limit is not None and len(messages) > limit:
+            raise ValueError(f"at most {limit} messages are accepted, got {len(messages)}")
+        return messages
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatResponse(BaseModel):
+    """Answer of `POST /{provider}/`: the sent array extended by the reply."""
+
+    model: str
+    messages: list[Message]
+    usage: Usage
+    finish_reason: str | None = None
+    conversation_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    type: str
+    param: str | None = None
+    request_id: str | None = None
+
+
+class ModelCard(BaseModel):
+    """One entry of `GET /models`: OpenAI's shape plus the provider and bare model name."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str
+    provider: str
+    model: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
+    """The first problem as a sentence naming the field, and the field's dotted path."""
+    first: Any = error.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return (
+            f"request body is not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}",
+            None,
+        )
+    location = ".".join(str(part) for part in first["loc"])
+    if not location:
+        return f"request body: {first['msg']}", None
+    return f"{location}: {first['msg']}", location

@@ -1,0 +1,106 @@
+"""Shared fixtures: isolated settings, the real app, fake upstreams, no retry sleeps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from chatproxy.app import create_app
+from chatproxy.config import Settings
+from tests.fakes.openai_server import FakeOpenAI
+
+OPENAI_KEY = "sk-test-SECRET-0123456789abcdef"
+AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+AiohttpServer = Callable[..., Awaitable[TestServer]]
+Client = TestClient[web.Request, web.Application]
+
+
+def _patch_aioresponses() -> None:
+    """aioresponses 0.7.9 builds ClientResponse without aiohttp 3.14's `stream_writer`."""
+    from aioresponses import core
+
+    class Response(aiohttp.ClientResponse):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", None)
+            super().__init__(*args, **kwargs)
+
+    core.ClientResponse = Response  # type: ignore[attr-defined]
+
+
+_patch_aioresponses()
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No test sees the developer's environment or .env."""
+    names = set(Settings.model_fields) | {
+        "URL_GPT",
+        "API_KEY",
+        "SCOPE",
+        "AUTH_CREDENTIALS",
+        "URL_GIGACHAT",
+        "AUTH_URL",
+    }
+    for name in names:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        "chatproxy.clients.http.retry_delay", lambda attempt, retry_after=None, rand=None: 0.0
+    )
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(_env_file=None, **overrides)
+
+
+@pytest.fixture
+async def fake_openai(aiohttp_server: AiohttpServer) -> FakeOpenAI:
+    fake = FakeOpenAI()
+    server = await aiohttp_server(fake.app())
+    fake.base_url = str(server.make_url("/v1"))
+    return fake
+
+
+def openai_settings(fake: FakeOpenAI, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "openai_api_key": OPENAI_KEY,
+        "openai_base_url": fake.base_url,
+        "upstream_timeout": 5.0,
+        "upstream_retries": 2,
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+Proxy = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+def proxy(aiohttp_client: AiohttpClient, fake_openai: FakeOpenAI) -> Proxy:
+    """A factory: the real app, pointed at the fake OpenAI, with settings overrides."""
+
+    async def start(**overrides: Any) -> Client:
+        app = create_app(openai_settings(fake_openai, **overrides))
+        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+
+    return start
+
+
+async def body_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s

@@ -1,0 +1,99 @@
+"""Request ids on every line, and secrets on none."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from chatproxy.keys import SETTINGS
+from chatproxy.logs import setup_logging
+from chatproxy.redact import Redactor
+from tests.conftest import OPENAI_KEY, Proxy
+from tests.fakes.openai_server import FakeOpenAI, reply, status
+
+USER = {"role": "user", "content": "hi"}
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = setup_logging("DEBUG", "text", Redactor([OPENAI_KEY]), stream)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+
+
+async def test_request_id_is_echoed_or_generated(proxy: Proxy, log_stream: io.StringIO) -> None:
+    client = await proxy()
+    resp = await client.post(
+        "/chatgpt/", json={"messages": [USER]}, headers={"X-Request-ID": "abc-123"}
+    )
+    assert resp.headers["X-Request-ID"] == "abc-123"
+    resp = await client.get("/health")
+    generated = resp.headers["X-Request-ID"]
+    assert len(generated) == 32
+    resp = await client.get("/health", headers={"X-Request-ID": "bad id\twith junk"})
+    assert resp.headers["X-Request-ID"] != "bad id\twith junk"
+    lines = log_stream.getvalue().splitlines()
+    assert any("[abc-123]" in line and "POST /chatgpt/ 200" in line for line in lines)
+    assert any(f"[{generated}]" in line for line in lines)
+
+
+async def test_request_id_reaches_the_upstream_and_error_bodies(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    client = await proxy()
+    await client.post("/chatgpt/", json={"messages": [USER]}, headers={"X-Request-ID": "r-1"})
+    assert fake_openai.headers[0]["X-Request-ID"] == "r-1"
+    resp = await client.post("/chatgpt/", data=b"{", headers={"X-Request-ID": "r-2"})
+    assert (await resp.json())["request_id"] == "r-2"
+    assert resp.headers["X-Request-ID"] == "r-2"
+
+
+async def test_key_never_reaches_logs_errors_or_reprs(
+    proxy: Proxy, fake_openai: FakeOpenAI, log_stream: io.StringIO
+) -> None:
+    # An upstream that echoes the key back in its error, as some do.
+    echo = {"error": {"message": f"Incorrect API key provided: {OPENAI_KEY}"}}
+    fake_openai.queue(status(500, echo), status(500, echo), status(400, echo), reply())
+    client = await proxy(upstream_retries=2)
+    first = await client.post("/chatgpt/", json={"messages": [USER]})
+    second = await client.post("/chatgpt/", json={"messages": [USER]})
+    third = await client.post("/chatgpt/", json={"messages": [USER]})
+    assert [first.status, second.status, third.status] == [400, 200, 200]
+    assert OPENAI_KEY not in await first.text()
+    assert "***" in (await first.json())["error"]
+    status_body = await (await client.get("/status")).text()
+    assert OPENAI_KEY not in status_body
+    logged = log_stream.getvalue()
+    assert "retry 1 of 2" in logged, "the log capture saw the upstream failures"
+    assert OPENAI_KEY not in logged
+    assert OPENAI_KEY not in repr(client.app[SETTINGS])
+
+
+def test_redactor_masks_credential_shapes() -> None:
+    redact = Redactor(["topsecret"])
+    text = redact(
+        "Authorization: Bearer abc.def GET /x?access_token=tok123&x=1 basic Zm9v "
+        "topsecret client_secret=s3cr3t"
+    )
+    for leaked in ("abc.def", "tok123", "Zm9v", "topsecret", "s3cr3t"):
+        assert leaked not in text
+    assert "x=1" in text
+    redact.add("runtime-token-value")
+    assert "runtime-token-value" not in redact("token runtime-token-value here")
+
+
+def test_json_log_format(log_stream: io.StringIO) -> None:
+    stream = io.StringIO()
+    handler = setup_logging("INFO", "json", Redactor(["hunter22"]), stream)
+    try:
+        logging.getLogger("chatproxy.test").info("password is %s", "hunter22")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    entry = json.loads(stream.getvalue().strip())
+    assert entry["message"] == "password is ***"
+    assert entry["level"] == "INFO" and entry["request_id"] == "-"
