@@ -21,7 +21,9 @@ $(POETRY):
 	$(TOOLS)/bin/pip install --quiet "poetry==2.5.1" "poetry-plugin-pypi-mirror==0.6.5"
 
 $(VENV)/.installed: $(POETRY) pyproject.toml poetry.lock
-	$(POETRY) install --with dev
+	$(POETRY) install --with dev --compile
+	@# PYTHONDONTWRITEBYTECODE may be set: compile our own package once so start-up stays fast.
+	$(PYTHON) -m compileall -q chatproxy
 	touch $@
 
 install: $(VENV)/.installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -45,9 +46,18 @@ def load_settings(args: argparse.Namespace) -> Settings:
         if value is not None
     }
     env_file = args.env_file or Path(".env")
-    if args.env_file is not None and not env_file.is_file():
+    if args.env_file is not None and not env_file.exists():
         raise SystemExit(f"chatproxy: --env-file {env_file} does not exist")
     return Settings(_env_file=env_file, **overrides)
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (it costs half the CPU per request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def serve(settings: Settings) -> None:
@@ -69,6 +79,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         access_log=None,
+        loop=new_loop(),
         shutdown_timeout=settings.shutdown_timeout,
         handler_cancellation=True,
         print=announce,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import pydantic_core
 from yarl import URL
 
 from chatproxy.clients.constants import MAX_RETRY_AFTER, MAX_UPSTREAM_MESSAGE
@@ -61,9 +62,18 @@ def upstream_message(body: bytes) -> str:
 
 def parse_json(body: bytes, provider: str) -> Any:
     try:
-        return json.loads(body)
+        return pydantic_core.from_json(body)
     except ValueError:
         raise UpstreamResponseError(f"{provider} answered with a body that is not JSON") from None
+
+
+def encode_json_body(kwargs: dict[str, Any]) -> None:
+    """Encode a `json=` body once, with pydantic-core (about 3x faster than json.dumps)."""
+    if "json" in kwargs:
+        kwargs["data"] = pydantic_core.to_json(kwargs.pop("json"))
+        headers = dict(kwargs.get("headers") or {})
+        headers.setdefault("Content-Type", "application/json")
+        kwargs["headers"] = headers
 
 
 class Upstream:
@@ -112,6 +122,7 @@ class Upstream:
 
     async def call_json(self, method: str, url: str | URL, **kwargs: Any) -> Any:
         """Send a request and return its parsed JSON body, retrying what is worth retrying."""
+        encode_json_body(kwargs)
 
         async def attempt() -> Any:
             async with self.session.request(
@@ -128,6 +139,7 @@ class Upstream:
         self, method: str, url: str | URL, **kwargs: Any
     ) -> aiohttp.ClientResponse:
         """Send a request and return the open 200 response; retries stop at the first byte."""
+        encode_json_body(kwargs)
 
         async def attempt() -> aiohttp.ClientResponse:
             resp = await self.session.request(method, url, timeout=self._client_timeout, **kwargs)

@@ -137,6 +137,7 @@ class FakeOpenAI:
     headers: list[dict[str, str]] = field(default_factory=list)
     base_url: str = ""
     models_calls: int = 0
+    received: asyncio.Event = field(default_factory=asyncio.Event)
     disconnects: int = 0
 
     def queue(self, *behaviours: Behaviour) -> None:
@@ -145,6 +146,7 @@ class FakeOpenAI:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(await request.json())
         self.headers.append(dict(request.headers))
+        self.received.set()
         behaviour = self.script.popleft() if self.script else self.default
         try:
             return await behaviour(request)
