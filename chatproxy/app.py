@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from chatproxy.config import Settings
-from chatproxy.handlers import chat, meta
+from chatproxy.handlers import chat, meta, openai
 from chatproxy.keys import PROVIDERS, REDACTOR, SETTINGS, STARTED
 from chatproxy.middlewares import render_errors, request_context, require_api_key
 from chatproxy.redact import Redactor
@@ -25,6 +25,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/ready", meta.ready)
     app.router.add_get("/status", meta.status)
     app.router.add_get("/models", meta.all_models)
+    app.router.add_post("/v1/chat/completions", openai.chat_completions)
+    app.router.add_get("/v1/models", openai.list_models)
     app.router.add_get("/{provider}/models", meta.provider_models)
     app.router.add_route("*", "/{provider}/", chat.chat)
     app.router.add_route("*", "/{provider}", chat.chat)

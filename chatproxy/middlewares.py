@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import time
@@ -38,8 +39,6 @@ def is_openai_route(request: web.Request) -> bool:
 def error_body(exc: ChatProxyError, request: web.Request) -> bytes:
     request_id = request_id_var.get()
     if is_openai_route(request):
-        import json
-
         envelope = {
             "error": {
                 "message": exc.message,

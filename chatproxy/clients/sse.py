@@ -12,6 +12,9 @@ from chatproxy.clients.http import Timeouts
 from chatproxy.errors import UpstreamConnectionError, UpstreamResponseError, UpstreamTimeoutError
 
 
+MAX_LINE = 1 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class ServerEvent:
     event: str
@@ -21,13 +24,15 @@ class ServerEvent:
 async def _lines(
     resp: aiohttp.ClientResponse, provider: str, timeouts: Timeouts, deadline: float
 ) -> AsyncIterator[bytes]:
+    """Lines as they arrive; the timeouts apply per network read, not per line."""
     loop = asyncio.get_running_loop()
     wait = timeouts.first_byte
+    pending = b""
     while True:
         limit = min(wait, deadline - loop.time())
         try:
             async with asyncio.timeout(limit):
-                line = await resp.content.readline()
+                data = await resp.content.readany()
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"{provider} sent nothing for {max(limit, 0):.3g}s in the middle of a stream"
@@ -36,12 +41,16 @@ async def _lines(
             raise UpstreamConnectionError(f"{provider} cut the stream short") from None
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamConnectionError(f"{provider} dropped the stream: {exc}") from None
-        except ValueError:  # a line past aiohttp's buffer limit
-            raise UpstreamResponseError(f"{provider} sent a stream line too long to read") from None
-        if not line:
+        if not data:
+            if pending:
+                yield pending
             return
         wait = timeouts.between_chunks
-        yield line
+        *lines, pending = (pending + data).split(b"\n")
+        if len(pending) > MAX_LINE:
+            raise UpstreamResponseError(f"{provider} sent a stream line over {MAX_LINE} bytes")
+        for line in lines:
+            yield line
 
 
 async def iter_events(
@@ -51,7 +60,7 @@ async def iter_events(
     deadline = asyncio.get_running_loop().time() + timeouts.total
     event, data = "", list[str]()
     async for raw in _lines(resp, provider, timeouts, deadline):
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        line = raw.decode("utf-8", "replace").rstrip("\r")
         if not line:
             if data:
                 yield ServerEvent(event or "message", "\n".join(data))

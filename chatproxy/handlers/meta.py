@@ -11,6 +11,7 @@ from chatproxy import __version__
 from chatproxy.errors import ChatProxyError
 from chatproxy.handlers.common import json_response
 from chatproxy.keys import PROVIDERS, STARTED
+from chatproxy.providers import Providers
 from chatproxy.schemas import ModelCard, ModelList
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,9 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
-async def all_models(request: web.Request) -> web.Response:
+async def model_cards(providers: Providers) -> list[ModelCard]:
     """Every configured provider's models as `provider/model`; a failing upstream lists its
     default model only, so one provider being down does not hide the others."""
-    providers = request.app[PROVIDERS]
     cards: list[ModelCard] = []
     for name, client in providers.clients.items():
         try:
@@ -58,7 +58,11 @@ async def all_models(request: web.Request) -> web.Response:
             ModelCard(id=f"{name}/{model}", owned_by=name, provider=name, model=model)
             for model in names
         )
-    return json_response(ModelList(data=cards))
+    return cards
+
+
+async def all_models(request: web.Request) -> web.Response:
+    return json_response(ModelList(data=await model_cards(request.app[PROVIDERS])))
 
 
 async def provider_models(request: web.Request) -> web.Response:

@@ -1,0 +1,121 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`, in OpenAI's own formats."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from aiohttp import web
+
+from chatproxy.clients.base import CompletionRequest, Delta
+from chatproxy.errors import ChatProxyError
+from chatproxy.handlers.chat import stop_list
+from chatproxy.handlers.common import json_response, parse_body
+from chatproxy.handlers.meta import model_cards
+from chatproxy.handlers.streaming import StreamResult, relay, sse
+from chatproxy.keys import PROVIDERS, SETTINGS
+from chatproxy.logs import request_id_var
+from chatproxy.openai_schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    ChunkDelta,
+    OpenAIChatRequest,
+)
+from chatproxy.prompt import apply_system_prompt
+from chatproxy.routing import check_supported, passthrough_fields, plain_message, route_model
+from chatproxy.schemas import ModelList
+
+DONE = b"data: [DONE]\n\n"
+
+
+class OpenAIFramer:
+    """`chat.completion.chunk` events, usage last when asked for, then `[DONE]`."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+        self.role_sent = False
+
+    def _chunk(self, delta: ChunkDelta, finish: str | None = None) -> bytes:
+        chunk = ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+        )
+        return sse(chunk.model_dump_json(exclude_none=True))
+
+    def delta(self, delta: Delta) -> bytes:
+        if not delta.content and self.role_sent:
+            return b""
+        role = None if self.role_sent else "assistant"
+        self.role_sent = True
+        return self._chunk(ChunkDelta(role=role, content=delta.content))
+
+    def done(self, result: StreamResult) -> bytes:
+        out = b"" if self.role_sent else self._chunk(ChunkDelta(role="assistant", content=""))
+        out += self._chunk(ChunkDelta(), result.finish_reason)
+        if self.include_usage and result.usage is not None:
+            usage = ChatCompletionChunk(
+                id=self.id, created=self.created, model=self.model, choices=[], usage=result.usage
+            )
+            out += sse(usage.model_dump_json(exclude_none=True))
+        return out + DONE
+
+    def error(self, exc: ChatProxyError) -> bytes:
+        envelope = {"error": {"message": exc.message, "type": exc.type, "code": exc.type}}
+        return sse(json.dumps(envelope, ensure_ascii=False)) + DONE
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    providers = request.app[PROVIDERS]
+    body = await parse_body(request, OpenAIChatRequest)
+    provider, model = await route_model(body.model, providers, settings.default_provider)
+    check_supported(body, provider)
+    messages = [plain_message(m, i) for i, m in enumerate(body.messages)]
+    client = providers.get(provider)
+    messages = apply_system_prompt(
+        messages, settings.system_prompt_for(provider), settings.system_prompt_mode
+    )
+    call = CompletionRequest(
+        model=model or client.default_model,
+        messages=messages,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_tokens or body.max_completion_tokens,
+        stop=stop_list(body.stop),
+        extra=passthrough_fields(body, provider),
+        request_id=request_id_var.get(),
+    )
+    with providers.track(provider):
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return await relay(
+                request, client.stream(call), OpenAIFramer(body.model, include_usage)
+            )
+        completion = await client.complete(call)
+    return json_response(
+        ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=body.model,
+            choices=[
+                Choice(
+                    message=AssistantMessage(content=completion.content),
+                    finish_reason=completion.finish_reason,
+                )
+            ],
+            usage=completion.usage,
+        )
+    )
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return json_response(ModelList(data=await model_cards(request.app[PROVIDERS])))
