@@ -11,7 +11,6 @@ import aiohttp
 from chatproxy.clients.http import Timeouts
 from chatproxy.errors import UpstreamConnectionError, UpstreamResponseError, UpstreamTimeoutError
 
-
 MAX_LINE = 1 << 20
 
 
