@@ -97,11 +97,13 @@ class UpstreamStatusError(UpstreamError):
         message: str,
         *,
         upstream_status: int,
+        upstream_message: str = "",
         param: str | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, param=param, retry_after=retry_after)
         self.upstream_status = upstream_status
+        self.upstream_message = upstream_message
 
 
 class UpstreamBadRequestError(UpstreamStatusError):

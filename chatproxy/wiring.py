@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from chatproxy.clients.ernie import ErnieClient
+from chatproxy.clients.gigachat import GigaChatClient
 from chatproxy.clients.http import Timeouts, Upstream
 from chatproxy.clients.openai import OpenAIClient
 from chatproxy.config import Settings
@@ -55,13 +57,75 @@ def add_openai(providers: Providers, settings: Settings, redactor: Redactor) -> 
     )
 
 
+def gigachat_tls(settings: Settings) -> ssl.SSLContext | bool:
+    """GigaChat chains to the Russian national root CA: trust the bundle the operator names."""
+    if not settings.gigachat_verify_ssl:
+        log.warning(
+            "GIGACHAT_VERIFY_SSL=false: GigaChat's certificate is NOT checked; "
+            "use GIGACHAT_CA_BUNDLE outside development"
+        )
+        return False
+    if settings.gigachat_ca_bundle is None:
+        return True
+    return ssl.create_default_context(cafile=str(settings.gigachat_ca_bundle))
+
+
+def add_gigachat(providers: Providers, settings: Settings, redactor: Redactor) -> None:
+    if settings.gigachat_credentials is None:
+        providers.missing["gigachat"] = "set GIGACHAT_CREDENTIALS (the base64 authorization key)"
+        return
+    try:
+        tls = gigachat_tls(settings)
+    except (OSError, ssl.SSLError) as exc:
+        providers.missing["gigachat"] = (
+            f"GIGACHAT_CA_BUNDLE {settings.gigachat_ca_bundle} cannot be loaded: {exc}"
+        )
+        log.error("gigachat is off: %s", providers.missing["gigachat"])
+        return
+    providers.add(
+        GigaChatClient(
+            make_upstream(settings, redactor, "gigachat", tls),
+            base_url=settings.gigachat_base_url,
+            auth_url=settings.gigachat_auth_url,
+            credentials=settings.gigachat_credentials,
+            scope=settings.gigachat_scope,
+            default_model=settings.gigachat_model,
+        )
+    )
+
+
+def add_ernie(providers: Providers, settings: Settings, redactor: Redactor) -> None:
+    if settings.ernie_api_key is None or settings.ernie_secret_key is None:
+        unset = [
+            name
+            for name, value in (
+                ("ERNIE_API_KEY", settings.ernie_api_key),
+                ("ERNIE_SECRET_KEY", settings.ernie_secret_key),
+            )
+            if value is None
+        ]
+        providers.missing["ernie"] = f"set {' and '.join(unset)}"
+        return
+    providers.add(
+        ErnieClient(
+            make_upstream(settings, redactor, "ernie"),
+            base_url=settings.ernie_base_url,
+            auth_url=settings.ernie_auth_url,
+            api_key=settings.ernie_api_key,
+            secret_key=settings.ernie_secret_key,
+            default_model=settings.ernie_model,
+        )
+    )
+
+
 async def providers_context(app: web.Application) -> AsyncIterator[None]:
     """Open every configured provider's client for the app's lifetime, then close them."""
     settings, redactor = app[SETTINGS], app[REDACTOR]
     providers = Providers(models_ttl=settings.models_cache_ttl)
     add_openai(providers, settings, redactor)
-    for name in ("gigachat", "ernie", "local"):
-        providers.missing.setdefault(name, "not implemented in this build")
+    add_gigachat(providers, settings, redactor)
+    add_ernie(providers, settings, redactor)
+    providers.missing.setdefault("local", "not implemented in this build")
     app[PROVIDERS] = providers
     log.info("providers: %s", ", ".join(providers.clients) or "none configured")
     yield

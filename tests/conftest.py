@@ -12,6 +12,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from chatproxy.app import create_app
 from chatproxy.config import Settings
+from tests.fakes.ernie_server import API_KEY as ERNIE_API_KEY
+from tests.fakes.ernie_server import SECRET_KEY as ERNIE_SECRET_KEY
+from tests.fakes.ernie_server import FakeErnie
+from tests.fakes.gigachat_server import CREDENTIALS as GIGACHAT_CREDENTIALS
+from tests.fakes.gigachat_server import SCOPE as GIGACHAT_SCOPE
+from tests.fakes.gigachat_server import FakeGigaChat
 from tests.fakes.openai_server import FakeOpenAI
 
 OPENAI_KEY = "sk-test-SECRET-0123456789abcdef"
@@ -104,3 +110,57 @@ async def body_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+@pytest.fixture
+async def fake_gigachat(aiohttp_server: AiohttpServer) -> FakeGigaChat:
+    fake = FakeGigaChat()
+    server = await aiohttp_server(fake.app())
+    fake.base = str(server.make_url(""))
+    return fake
+
+
+@pytest.fixture
+async def fake_ernie(aiohttp_server: AiohttpServer) -> FakeErnie:
+    fake = FakeErnie()
+    server = await aiohttp_server(fake.app())
+    fake.base = str(server.make_url(""))
+    return fake
+
+
+def gigachat_settings(fake: FakeGigaChat) -> dict[str, Any]:
+    return {
+        "gigachat_credentials": GIGACHAT_CREDENTIALS,
+        "gigachat_scope": GIGACHAT_SCOPE,
+        "gigachat_auth_url": f"{fake.base}/api/v2/oauth",
+        "gigachat_base_url": f"{fake.base}/api/v1",
+    }
+
+
+def ernie_settings(fake: FakeErnie) -> dict[str, Any]:
+    return {
+        "ernie_api_key": ERNIE_API_KEY,
+        "ernie_secret_key": ERNIE_SECRET_KEY,
+        "ernie_auth_url": f"{fake.base}/oauth/2.0/token",
+        "ernie_base_url": f"{fake.base}/rpc/2.0/ai_custom/v1/wenxinworkshop/chat",
+    }
+
+
+@pytest.fixture
+def giga_proxy(aiohttp_client: AiohttpClient, fake_gigachat: FakeGigaChat) -> Proxy:
+    async def start(**overrides: Any) -> Client:
+        values = {**gigachat_settings(fake_gigachat), "upstream_timeout": 5.0, **overrides}
+        app = create_app(make_settings(**values))
+        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+
+    return start
+
+
+@pytest.fixture
+def ernie_proxy(aiohttp_client: AiohttpClient, fake_ernie: FakeErnie) -> Proxy:
+    async def start(**overrides: Any) -> Client:
+        values = {**ernie_settings(fake_ernie), "upstream_timeout": 5.0, **overrides}
+        app = create_app(make_settings(**values))
+        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+
+    return start

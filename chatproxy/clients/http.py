@@ -99,29 +99,35 @@ class Upstream:
         """Map an upstream error status to the error the client sees."""
         message = self.redact(upstream_message(body))
         name = self.provider
+        details: dict[str, Any] = {"upstream_status": status, "upstream_message": message}
         if status in BAD_REQUEST_STATUSES:
-            return UpstreamBadRequestError(
-                f"{name} rejected the request: {message}", upstream_status=status
-            )
+            return UpstreamBadRequestError(f"{name} rejected the request: {message}", **details)
         if status in (401, 403):
             return UpstreamAuthError(
                 f"{name} rejected chatproxy's credentials (HTTP {status}); check the operator's "
                 "configuration",
-                upstream_status=status,
+                **details,
             )
         if status == 429:
             retry_after = parse_retry_after(headers.get("Retry-After") if headers else None)
             return UpstreamRateLimitError(
-                f"{name} is rate limiting requests: {message}",
-                upstream_status=status,
-                retry_after=retry_after,
+                f"{name} is rate limiting requests: {message}", retry_after=retry_after, **details
             )
-        return UpstreamStatusError(
-            f"{name} answered HTTP {status}: {message}", upstream_status=status
-        )
+        return UpstreamStatusError(f"{name} answered HTTP {status}: {message}", **details)
 
-    async def call_json(self, method: str, url: str | URL, **kwargs: Any) -> Any:
-        """Send a request and return its parsed JSON body, retrying what is worth retrying."""
+    async def call_json(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        check: Callable[[Any], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Send a request and return its parsed JSON body, retrying what is worth retrying.
+
+        `check` inspects a 200 body and may raise: ERNIE reports its errors that way, and an
+        `UpstreamStatusError` it raises is retried like the HTTP status it names.
+        """
         encode_json_body(kwargs)
 
         async def attempt() -> Any:
@@ -131,14 +137,25 @@ class Upstream:
                 body = await resp.read()
                 if resp.status >= 400:
                     raise self.status_error(resp.status, body, resp.headers)
-            return parse_json(body, self.provider)
+            data = parse_json(body, self.provider)
+            if check is not None:
+                check(data)
+            return data
 
         return await self.retrying(attempt)
 
     async def open_stream(
-        self, method: str, url: str | URL, **kwargs: Any
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        check: Callable[[aiohttp.ClientResponse], Awaitable[None]] | None = None,
+        **kwargs: Any,
     ) -> aiohttp.ClientResponse:
-        """Send a request and return the open 200 response; retries stop at the first byte."""
+        """Send a request and return the open 200 response; retries stop at the first byte.
+
+        `check` may read a 200 answer that is not a stream (ERNIE's errors) and raise.
+        """
         encode_json_body(kwargs)
 
         async def attempt() -> aiohttp.ClientResponse:
@@ -149,6 +166,12 @@ class Upstream:
                 finally:
                     resp.release()
                 raise self.status_error(resp.status, body, resp.headers)
+            if check is not None:
+                try:
+                    await check(resp)
+                except BaseException:
+                    resp.close()
+                    raise
             return resp
 
         return await self.retrying(attempt, first_byte=True)

@@ -1,0 +1,147 @@
+"""The `gigachat` provider: Sber OAuth (Basic credentials, RqUID, scope), one system message."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import SecretStr
+
+from chatproxy.clients.auth import TokenCache
+from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.http import Upstream
+from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
+from chatproxy.errors import UpstreamAuthError, UpstreamResponseError
+from chatproxy.schemas import Message
+
+T = TypeVar("T")
+
+
+def _token_rejected(exc: Exception) -> bool:
+    return isinstance(exc, UpstreamAuthError) and exc.upstream_status == 401
+
+
+def merge_system_messages(messages: list[Message]) -> list[Message]:
+    """GigaChat takes exactly one system message, first: fold every system text into it."""
+    system = [m.content for m in messages if m.role == "system" and m.content]
+    rest = [m for m in messages if m.role != "system"]
+    if not system:
+        return rest
+    return [Message(role="system", content="\n\n".join(system)), *rest]
+
+
+def gigachat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
+    adapted = CompletionRequest(
+        model=request.model,
+        messages=merge_system_messages(request.messages),
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=request.max_tokens,
+    )
+    payload = chat_payload(adapted, stream=stream)
+    # GigaChat refuses temperature 0; its documented way to ask for greedy output is top_p 0.
+    if request.temperature == 0:
+        payload.pop("temperature")
+        payload["top_p"] = 0
+    return payload
+
+
+class GigaChatClient:
+    """OpenAI-shaped chat and models under GIGACHAT_BASE_URL, behind a 30-minute token."""
+
+    name = "gigachat"
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        base_url: str,
+        auth_url: str,
+        credentials: SecretStr,
+        scope: str,
+        default_model: str,
+    ) -> None:
+        self.upstream = upstream
+        self.base_url = base_url.rstrip("/")
+        self.auth_url = auth_url
+        self.default_model = default_model
+        self._credentials = credentials
+        self._scope = scope
+        self.tokens = TokenCache(self._fetch_token, provider=self.name, redactor=upstream.redact)
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        data = await self.upstream.call_json(
+            "POST",
+            self.auth_url,
+            data={"scope": self._scope},
+            headers={
+                "Authorization": f"Basic {self._credentials.get_secret_value()}",
+                "RqUID": str(uuid.uuid4()),
+                "Accept": "application/json",
+            },
+        )
+        try:
+            return str(data["access_token"]), float(data["expires_at"]) / 1000
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamResponseError(
+                "gigachat's token endpoint answered without access_token/expires_at"
+            ) from None
+
+    def _headers(self, token: str, request_id: str | None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        return headers
+
+    async def _with_token(self, call: Callable[[str], Awaitable[T]]) -> T:
+        return await self.tokens.with_token(call, rejected=_token_rejected)
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        payload = gigachat_payload(request, stream=False)
+
+        async def call(token: str) -> Any:
+            return await self.upstream.call_json(
+                "POST",
+                f"{self.base_url}/chat/completions",
+                json=payload,
+                headers=self._headers(token, request.request_id),
+            )
+
+        data = await self._with_token(call)
+        return parse_completion(data, provider=self.name, model=request.model)
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]:
+        payload = gigachat_payload(request, stream=True)
+
+        async def call(token: str) -> Any:
+            headers = {**self._headers(token, request.request_id), "Accept": "text/event-stream"}
+            return await self.upstream.open_stream(
+                "POST", f"{self.base_url}/chat/completions", json=payload, headers=headers
+            )
+
+        resp = await self._with_token(call)
+        async for delta in stream_deltas(resp, provider=self.name, timeouts=self.upstream.timeouts):
+            yield delta
+
+    async def models(self) -> list[str]:
+        async def call(token: str) -> Any:
+            return await self.upstream.call_json(
+                "GET", f"{self.base_url}/models", headers=self._headers(token, None)
+            )
+
+        data = await self._with_token(call)
+        try:
+            return sorted(str(item["id"]) for item in data["data"])
+        except (KeyError, TypeError):
+            raise UpstreamResponseError("gigachat answered /models with an unknown shape") from None
+
+    def not_ready_reason(self) -> str | None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, **self.tokens.status()}
+
+    async def close(self) -> None:
+        await self.tokens.close()
+        await self.upstream.session.close()

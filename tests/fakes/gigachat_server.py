@@ -1,0 +1,143 @@
+"""A fake GigaChat: OAuth with Basic credentials, RqUID and scope; expiring tokens; its rules."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+CREDENTIALS = "Z2lnYS1jbGllbnQ6Z2lnYS1zZWNyZXQtdmFsdWU="  # base64("giga-client:giga-secret-value")
+SCOPE = "GIGACHAT_API_PERS"
+
+
+@dataclass
+class FakeGigaChat:
+    base: str = ""
+    token_ttl: float = 1800.0
+    token_delay: float = 0.0
+    token_status: int | None = None  # force the token endpoint to answer this
+    tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (epoch s)
+    token_requests: int = 0
+    issued: list[str] = field(default_factory=list)
+    rquids: list[str] = field(default_factory=list)
+    chats: list[dict[str, Any]] = field(default_factory=list)
+    rejected_tokens: int = 0
+    reply_text: str = "Привет от GigaChat"
+    _counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def revoke_all(self) -> None:
+        self.tokens.clear()
+
+    async def oauth(self, request: web.Request) -> web.Response:
+        self.token_requests += 1
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
+        if self.token_status is not None:
+            return web.json_response(
+                {"code": 0, "message": "unavailable"}, status=self.token_status
+            )
+        rquid = request.headers.get("RqUID", "")
+        try:
+            uuid.UUID(rquid, version=4)
+        except ValueError:
+            return web.json_response({"code": 5, "message": "RqUID is not a uuid4"}, status=400)
+        self.rquids.append(rquid)
+        if request.headers.get("Authorization") != f"Basic {CREDENTIALS}":
+            return web.json_response(
+                {"code": 6, "message": "credentials doesn't match db data"}, status=401
+            )
+        form = await request.post()
+        if form.get("scope") != SCOPE:
+            return web.json_response(
+                {"code": 7, "message": "scope from db not fully includes consumed scope"},
+                status=400,
+            )
+        token = f"giga-token-{next(self._counter)}-{uuid.uuid4().hex}"
+        expires = time.time() + self.token_ttl
+        self.tokens[token] = expires
+        self.issued.append(token)
+        return web.json_response({"access_token": token, "expires_at": int(expires * 1000)})
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        expiry = self.tokens.get(token)
+        if expiry is None or expiry < time.time():
+            self.rejected_tokens += 1
+            return False
+        return True
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return web.json_response({"status": 401, "message": "Token has expired"}, status=401)
+        body = await request.json()
+        self.chats.append(body)
+        roles = [m["role"] for m in body["messages"]]
+        if "system" in roles[1:]:
+            return web.json_response(
+                {"status": 422, "message": "system message must be the first message"}, status=422
+            )
+        if body.get("temperature") == 0:
+            return web.json_response(
+                {"status": 422, "message": "temperature must be > 0"}, status=422
+            )
+        if body.get("stream"):
+            return await self._stream(request)
+        return web.json_response(
+            {
+                "choices": [
+                    {
+                        "message": {"role": "assistant", "content": self.reply_text},
+                        "index": 0,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "created": int(time.time()),
+                "model": "GigaChat:1.0.26.20",
+                "object": "chat.completion",
+                "usage": {"prompt_tokens": 18, "completion_tokens": 4, "total_tokens": 22},
+            }
+        )
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in ("При", "вет"):
+            chunk = {
+                "choices": [{"delta": {"content": piece, "role": "assistant"}, "index": 0}],
+                "created": 1,
+                "model": "GigaChat",
+                "object": "chat.completion",
+            }
+            await resp.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+        last = {
+            "choices": [{"delta": {"content": ""}, "index": 0, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        }
+        await resp.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    async def models(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"status": 401, "message": "Unauthorized"}, status=401)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "owned_by": "salutedevices"}
+                    for name in ("GigaChat", "GigaChat-Max", "GigaChat-Pro")
+                ],
+            }
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/v2/oauth", self.oauth)
+        app.router.add_post("/api/v1/chat/completions", self.chat)
+        app.router.add_get("/api/v1/models", self.models)
+        return app
