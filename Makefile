@@ -46,7 +46,7 @@ run: install .env
 run-local: install .env
 	$(PYTHON) -m chatproxy --local-model $(MODEL)
 
-lint: install
+lint: install install-test-local
 	$(VENV)/bin/ruff check chatproxy tests bench
 	$(VENV)/bin/mypy
 

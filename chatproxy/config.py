@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     local_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     local_max_batch: int = Field(8, ge=1, le=256)
     local_max_queue: int = Field(64, ge=1)
+    local_batch_window_ms: float = Field(0.0, ge=0, le=1000)
 
     history_store: str | None = None
     history_max_turns: int = Field(20, ge=1)

@@ -118,6 +118,35 @@ def add_ernie(providers: Providers, settings: Settings, redactor: Redactor) -> N
     )
 
 
+def add_local(providers: Providers, settings: Settings) -> None:
+    """Start loading the model on its worker thread; torch is imported only from here on."""
+    if settings.local_model is None:
+        providers.missing["local"] = "set LOCAL_MODEL (a model folder or a hub id)"
+        return
+    from chatproxy.local.loader import INSTALL_HINT, missing_packages
+
+    absent = missing_packages()
+    if absent:
+        providers.missing["local"] = (
+            f"LOCAL_MODEL is set but {' and '.join(absent)} not installed: {INSTALL_HINT}"
+        )
+        log.error("local provider is off: %s", providers.missing["local"])
+        return
+    from chatproxy.local.client import LocalClient
+    from chatproxy.local.engine import LocalEngine
+
+    engine = LocalEngine(
+        model_name=settings.local_model,
+        device=settings.local_device,
+        dtype=settings.local_dtype,
+        max_batch=settings.local_max_batch,
+        max_queue=settings.local_max_queue,
+        batch_window=settings.local_batch_window_ms / 1000,
+    )
+    engine.start()
+    providers.add(LocalClient(engine))
+
+
 async def providers_context(app: web.Application) -> AsyncIterator[None]:
     """Open every configured provider's client for the app's lifetime, then close them."""
     settings, redactor = app[SETTINGS], app[REDACTOR]
@@ -125,7 +154,7 @@ async def providers_context(app: web.Application) -> AsyncIterator[None]:
     add_openai(providers, settings, redactor)
     add_gigachat(providers, settings, redactor)
     add_ernie(providers, settings, redactor)
-    providers.missing.setdefault("local", "not implemented in this build")
+    add_local(providers, settings)
     app[PROVIDERS] = providers
     log.info("providers: %s", ", ".join(providers.clients) or "none configured")
     yield

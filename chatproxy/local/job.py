@@ -1,0 +1,75 @@
+"""One request's life on the worker thread, and how its results reach the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from chatproxy.clients.base import Delta
+from chatproxy.local.detok import IncrementalText
+from chatproxy.schemas import Usage
+
+JobEvent = Delta | BaseException
+
+
+@dataclass(eq=False)
+class Job:
+    """Created on the event loop, generated on the worker; only `aborted` crosses back."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float  # 0 means greedy
+    top_p: float
+    text: IncrementalText
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[JobEvent] = field(default_factory=asyncio.Queue)
+    aborted: bool = False  # set by the event loop when the client goes away
+    generated: int = 0
+    done: bool = False
+    finish_reason: str = "stop"
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+    def sampling_key(self) -> tuple[bool, float, float]:
+        """Jobs with equal keys can share one `generate` call."""
+        if self.temperature <= 0:
+            return (False, 0.0, 1.0)
+        return (True, round(self.temperature, 4), round(self.top_p, 4))
+
+    def emit(self, event: JobEvent) -> None:
+        """Hand an event to the event loop; the only way results leave the worker thread."""
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def take(self, token: int, eos_ids: frozenset[int]) -> None:
+        """Account for one generated token (worker thread)."""
+        if self.done:
+            return
+        if self.aborted:
+            self.finish("cancelled")
+            return
+        if token in eos_ids:
+            self.finish("stop")
+            return
+        self.generated += 1
+        piece = self.text.push(token)
+        if piece:
+            self.emit(Delta(content=piece))
+        if self.text.stopped:
+            self.finish("stop")
+        elif self.generated >= self.max_new_tokens:
+            self.finish("length")
+
+    def finish(self, reason: str) -> None:
+        self.done = True
+        self.finish_reason = reason
+
+    def close(self) -> None:
+        """The final event: finish reason and usage."""
+        if not self.done:
+            self.finish("cancelled" if self.aborted else "length")
+        usage = Usage(
+            prompt_tokens=len(self.prompt_ids),
+            completion_tokens=self.generated,
+            total_tokens=len(self.prompt_ids) + self.generated,
+        )
+        self.emit(Delta(finish_reason=self.finish_reason, usage=usage))
