@@ -285,16 +285,16 @@ async def test_openai_route_and_models(aiohttp_client: AiohttpClient, tiny_qwen:
 async def test_ready_is_503_while_loading_then_200(
     aiohttp_client: AiohttpClient, tiny_qwen: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatproxy.local import engine
+    from chatproxy.local import loader
 
     loaded = threading.Event()
-    real_load = engine.load
+    real_load = loader.load
 
     def slow_load(*args: Any, **kwargs: Any) -> Any:
         loaded.wait(30)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "load", slow_load)
+    monkeypatch.setattr("chatproxy.local.engine.load", slow_load)
     client = await start(aiohttp_client, tiny_qwen, wait=False)
     resp = await client.get("/ready")
     assert resp.status == 503

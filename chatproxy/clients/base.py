@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,7 +49,7 @@ class ChatClient(Protocol):
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]: ...
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[Delta, None]: ...
 
     async def models(self) -> list[str]: ...
 

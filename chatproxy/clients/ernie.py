@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -107,7 +107,7 @@ class ErnieClient:
             finish_reason=finish_reason(data),
         )
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Delta, None]:
         payload = ernie_payload(request, stream=True)
 
         async def call(token: str) -> aiohttp.ClientResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
@@ -111,7 +111,7 @@ class GigaChatClient:
         data = await self._with_token(call)
         return parse_completion(data, provider=self.name, model=request.model)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Delta, None]:
         payload = gigachat_payload(request, stream=True)
 
         async def call(token: str) -> Any:

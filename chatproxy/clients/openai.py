@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from pydantic import SecretStr
@@ -43,7 +43,7 @@ class OpenAIClient:
         )
         return parse_completion(data, provider=self.name, model=request.model)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Delta]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Delta, None]:
         payload = chat_payload(request, stream=True)
         payload["stream_options"] = {"include_usage": True}
         resp = await self.upstream.open_stream(

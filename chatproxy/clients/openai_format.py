@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -85,7 +85,7 @@ def parse_chunk(data: str, provider: str) -> Delta | None:
 
 async def stream_deltas(
     resp: aiohttp.ClientResponse, *, provider: str, timeouts: Timeouts
-) -> AsyncIterator[Delta]:
+) -> AsyncGenerator[Delta, None]:
     """Deltas of an OpenAI-style SSE stream; one that ends without `[DONE]` is an error."""
     finished = False
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,7 +61,7 @@ def error_event_data(exc: ChatProxyError) -> str:
 
 
 async def relay(
-    request: web.Request, deltas: AsyncIterator[Delta], framer: Framer
+    request: web.Request, deltas: AsyncGenerator[Delta, None], framer: Framer
 ) -> web.StreamResponse:
     """Wait for the first delta (so early failures stay plain HTTP errors), then stream."""
     try:
@@ -69,7 +69,7 @@ async def relay(
     except StopAsyncIteration:
         first = None
     except BaseException:
-        await deltas.aclose()  # type: ignore[attr-defined]
+        await deltas.aclose()
         raise
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
@@ -92,6 +92,6 @@ async def relay(
         log.exception("stream failed after the first byte")
         await response.write(framer.error(ChatProxyError("internal error; see the server log")))
     finally:
-        await deltas.aclose()  # type: ignore[attr-defined]
+        await deltas.aclose()
     await response.write_eof()
     return response
