@@ -22,7 +22,7 @@ import aiohttp
 from bench.common import ROOT, chatproxy, mock_upstream
 
 sys.path.insert(0, str(ROOT))
-from tests.tiny_models import build_model  # noqa: E402
+from tests.tiny_models import build_model
 
 PROMPTS = [
     "hello world",
@@ -109,7 +109,8 @@ def direct_generate(model_dir: Path, max_tokens: int, rounds: int) -> float:
     torch.set_num_threads(2)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
     system = {
         "role": "system",
         "content": "You are a helpful assistant. Answer clearly and concisely.",
