@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", help="local model device: auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", metavar="{chat}")
+    chat = commands.add_parser("chat", help="talk to a running chatproxy from the terminal")
+    chat.add_argument("--url", default="http://127.0.0.1:8080", help="where chatproxy runs")
+    chat.add_argument("--provider", default="chatgpt", help="chatgpt, gigachat, ernie or local")
+    chat.add_argument("--model", help="model name (default: the provider's)")
+    chat.add_argument("--api-key", help="one of PROXY_API_KEYS, when the proxy wants one")
     return parser
 
 
@@ -88,6 +94,11 @@ def serve(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "chat":
+        from chatproxy.repl import run
+
+        asyncio.run(run(args.url, args.provider, args.model, args.api_key))
+        return
     try:
         settings = load_settings(args)
     except ValidationError as exc:
