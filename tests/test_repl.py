@@ -7,17 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from tests.conftest import Proxy
+from tests.conftest import Client, Proxy
 from tests.fakes.openai_server import FakeOpenAI, stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def test_chat_keeps_the_conversation_and_streams(
-    proxy: Proxy, fake_openai: FakeOpenAI
-) -> None:
-    fake_openai.default = stream(["Hel", "lo!"])
-    client = await proxy(proxy_api_keys="repl-key")
+async def chat(client: Client, typed: str, *options: str) -> tuple[int, str]:
+    """Run `chatproxy chat` against `client`'s server, type `typed`, return code and output."""
     url = str(client.make_url("/")).rstrip("/")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -26,19 +23,27 @@ async def test_chat_keeps_the_conversation_and_streams(
         "chat",
         "--url",
         url,
-        "--api-key",
-        "repl-key",
+        *options,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    out, _ = await asyncio.wait_for(
-        process.communicate("Привет\nИ ещё\n/models\n/reset\nснова\n/quit\n".encode()), 30
+    out, _ = await asyncio.wait_for(process.communicate(typed.encode()), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_chat_keeps_the_conversation_and_streams(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.default = stream(["Hel", "lo!"])
+    client = await proxy(proxy_api_keys="repl-key")
+    code, text = await chat(
+        client, "Привет\nИ ещё\n/models\n/reset\nснова\n/quit\n", "--api-key", "repl-key"
     )
-    text = out.decode()
-    assert process.returncode == 0, text
+    assert code == 0, text
     assert text.count("Hello!") == 3
     assert '"gpt-4o-mini"' in text, "/models printed the provider's list"
     second = fake_openai.requests[1]["messages"]
@@ -50,22 +55,6 @@ async def test_chat_keeps_the_conversation_and_streams(
 
 async def test_chat_reports_errors_without_crashing(proxy: Proxy) -> None:
     client = await proxy(proxy_api_keys="repl-key")
-    url = str(client.make_url("/")).rstrip("/")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "chatproxy",
-        "chat",
-        "--url",
-        url,
-        "--provider",
-        "gigachat",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    out, _ = await asyncio.wait_for(process.communicate(b"hi\n"), 30)
-    assert process.returncode == 0
-    assert "[401]" in out.decode() and "Traceback" not in out.decode()
+    code, text = await chat(client, "hi\n", "--provider", "gigachat")
+    assert code == 0
+    assert "[401]" in text and "Traceback" not in text

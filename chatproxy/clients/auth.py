@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from chatproxy.clients.http import Upstream
 from chatproxy.errors import UpstreamAuthError, UpstreamBadRequestError
 from chatproxy.redact import Redactor
 
@@ -124,3 +125,32 @@ def _consume_exception(task: asyncio.Task[Token]) -> None:
     """A failed background refresh is reported to its waiters; don't also warn about it."""
     if not task.cancelled():
         task.exception()
+
+
+class OAuthClient:
+    """What GigaChat and ERNIE share: a session, base and token URLs, and a token cache."""
+
+    name = "oauth"
+
+    def __init__(
+        self, upstream: Upstream, *, base_url: str, auth_url: str, default_model: str
+    ) -> None:
+        self.upstream = upstream
+        self.base_url = base_url.rstrip("/")
+        self.auth_url = auth_url
+        self.default_model = default_model
+        self.tokens = TokenCache(self._fetch_token, provider=self.name, redactor=upstream.redact)
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        """A new access token and its expiry (epoch seconds); each provider asks its way."""
+        raise NotImplementedError
+
+    def not_ready_reason(self) -> str | None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, **self.tokens.status()}
+
+    async def close(self) -> None:
+        await self.tokens.close()
+        await self.upstream.session.close()

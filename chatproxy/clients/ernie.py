@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from chatproxy.clients.auth import TokenCache
+from chatproxy.clients.auth import OAuthClient
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
 from chatproxy.clients.ernie_rules import (
     MODELS,
@@ -42,7 +42,7 @@ async def _reject_json_answer(resp: aiohttp.ClientResponse) -> None:
     raise UpstreamResponseError("ERNIE answered a stream request without a stream")
 
 
-class ErnieClient:
+class ErnieClient(OAuthClient):
     """Token in the query string; the model name picks the endpoint path."""
 
     name = "ernie"
@@ -57,13 +57,11 @@ class ErnieClient:
         secret_key: SecretStr,
         default_model: str,
     ) -> None:
-        self.upstream = upstream
-        self.base_url = base_url.rstrip("/")
-        self.auth_url = auth_url
-        self.default_model = default_model
+        super().__init__(
+            upstream, base_url=base_url, auth_url=auth_url, default_model=default_model
+        )
         self._api_key = api_key
         self._secret_key = secret_key
-        self.tokens = TokenCache(self._fetch_token, provider=self.name, redactor=upstream.redact)
 
     async def _fetch_token(self) -> tuple[str, float]:
         params = {
@@ -146,13 +144,3 @@ class ErnieClient:
 
     async def models(self) -> list[str]:
         return sorted(MODELS)
-
-    def not_ready_reason(self) -> str | None:
-        return None
-
-    def status(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, **self.tokens.status()}
-
-    async def close(self) -> None:
-        await self.tokens.close()
-        await self.upstream.session.close()

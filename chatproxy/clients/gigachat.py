@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from chatproxy.clients.auth import TokenCache
+from chatproxy.clients.auth import OAuthClient
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
 from chatproxy.clients.http import Upstream
 from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
@@ -47,7 +47,7 @@ def gigachat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, A
     return payload
 
 
-class GigaChatClient:
+class GigaChatClient(OAuthClient):
     """OpenAI-shaped chat and models under GIGACHAT_BASE_URL, behind a 30-minute token."""
 
     name = "gigachat"
@@ -62,13 +62,11 @@ class GigaChatClient:
         scope: str,
         default_model: str,
     ) -> None:
-        self.upstream = upstream
-        self.base_url = base_url.rstrip("/")
-        self.auth_url = auth_url
-        self.default_model = default_model
+        super().__init__(
+            upstream, base_url=base_url, auth_url=auth_url, default_model=default_model
+        )
         self._credentials = credentials
         self._scope = scope
-        self.tokens = TokenCache(self._fetch_token, provider=self.name, redactor=upstream.redact)
 
     async def _fetch_token(self) -> tuple[str, float]:
         data = await self.upstream.call_json(
@@ -135,13 +133,3 @@ class GigaChatClient:
             return sorted(str(item["id"]) for item in data["data"])
         except (KeyError, TypeError):
             raise UpstreamResponseError("gigachat answered /models with an unknown shape") from None
-
-    def not_ready_reason(self) -> str | None:
-        return None
-
-    def status(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, **self.tokens.status()}
-
-    async def close(self) -> None:
-        await self.tokens.close()
-        await self.upstream.session.close()
