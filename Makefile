@@ -33,12 +33,12 @@ install: $(VENV)/.installed
 
 # The local model's packages on a GPU host (torch with CUDA from the index).
 install-local: install
-	$(VENV)/bin/pip install --quiet "torch>=2.4" "transformers>=4.45"
+	$(VENV)/bin/pip install --quiet "torch>=2.4" "transformers>=4.45" "jinja2>=3.1"
 
 # CPU torch for the local provider's tests; pinned, since unpinned pip picks a multi-GB CUDA build.
 install-test-local: install
-	@$(PYTHON) -c "import torch, transformers" 2>/dev/null || \
-	  $(VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)" "transformers>=4.45"
+	@$(PYTHON) -c "import torch, transformers, jinja2" 2>/dev/null || \
+	  $(VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)" "transformers>=4.45" "jinja2>=3.1"
 
 run: install .env
 	$(PYTHON) -m chatproxy

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     gigachat_system_prompt: str | None = None
     ernie_system_prompt: str | None = None
     local_system_prompt: str | None = None
-    system_prompt_mode: Literal["prepend", "always"] = "prepend"
+    system_prompt_mode: Literal["prepend", "always", "off"] = "prepend"
     default_provider: Provider = "chatgpt"
 
     openai_api_key: SecretStr | None = Field(

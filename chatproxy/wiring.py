@@ -156,6 +156,8 @@ async def providers_context(app: web.Application) -> AsyncIterator[None]:
     add_ernie(providers, settings, redactor)
     add_local(providers, settings)
     app[PROVIDERS] = providers
-    log.info("providers: %s", ", ".join(providers.clients) or "none configured")
+    log.info("providers on: %s", ", ".join(providers.clients) or "none")
+    for name, reason in providers.missing.items():
+        log.info("provider %s is off: %s", name, reason)
     yield
     await providers.close()

@@ -82,3 +82,10 @@ async def test_per_provider_prompt_override(proxy: Proxy, fake_openai: FakeOpenA
     client = await proxy(system_prompt="general", chatgpt_system_prompt="for chatgpt")
     await client.post("/chatgpt/", json={"messages": [USER]})
     assert fake_openai.requests[0]["messages"][0]["content"] == "for chatgpt"
+
+
+async def test_off_mode_sends_the_conversation_as_is(proxy: Proxy, fake_openai: FakeOpenAI) -> None:
+    client = await proxy(system_prompt_mode="off")
+    body = await (await client.post("/chatgpt/", json={"messages": [USER]})).json()
+    assert fake_openai.requests[0]["messages"] == [USER]
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant"]

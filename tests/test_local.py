@@ -399,3 +399,21 @@ def test_server_without_local_model_never_imports_torch() -> None:
         env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_a_template_that_refuses_the_conversation_is_a_400(
+    aiohttp_client: AiohttpClient, tiny_qwen: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    strict = tmp_path / "strict"
+    shutil.copytree(tiny_qwen, strict)
+    template = (strict / "chat_template.jinja").read_text()
+    (strict / "chat_template.jinja").write_text(
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}" + template
+    )
+    client = await start(aiohttp_client, strict)
+    resp = await client.post("/local/", json={"messages": [USER]})
+    assert resp.status == 400
+    assert "System role not supported" in (await resp.json())["error"]

@@ -69,3 +69,9 @@ async def test_models_survive_a_failing_upstream_list(proxy: Proxy) -> None:
     client = await proxy(openai_base_url="http://127.0.0.1:9/v1", upstream_retries=0)
     body = await (await client.get("/models")).json()
     assert [card["id"] for card in body["data"]] == ["chatgpt/gpt-4o-mini"]
+
+
+async def test_status_hides_credentials_written_into_a_base_url(proxy: Proxy) -> None:
+    client = await proxy(openai_base_url="http://user:hunter2@127.0.0.1:9/v1")
+    text = await (await client.get("/status")).text()
+    assert "hunter2" not in text and "127.0.0.1:9/v1" in text

@@ -60,6 +60,11 @@ def upstream_message(body: bytes) -> str:
     return text[:MAX_UPSTREAM_MESSAGE]
 
 
+def public_url(url: str) -> str:
+    """A URL fit to show: without any user or password written into it."""
+    return str(URL(url).with_user(None))
+
+
 def parse_json(body: bytes, provider: str) -> Any:
     try:
         return pydantic_core.from_json(body)

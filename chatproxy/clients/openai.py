@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
-from chatproxy.clients.http import Upstream
+from chatproxy.clients.http import Upstream, public_url
 from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
 from chatproxy.errors import UpstreamResponseError
 
@@ -70,7 +70,7 @@ class OpenAIClient:
         return None
 
     def status(self) -> dict[str, Any]:
-        return {"base_url": self.base_url}
+        return {"base_url": public_url(self.base_url)}
 
     async def close(self) -> None:
         await self.upstream.session.close()

@@ -7,7 +7,10 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
+
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.errors import InvalidRequestError
 from chatproxy.local.detok import IncrementalText
 from chatproxy.local.engine import LocalEngine
 from chatproxy.local.job import Job
@@ -25,12 +28,17 @@ def display_name(model: str) -> str:
 
 
 def chat_ids(loaded: LoadedModel, messages: Sequence[Message]) -> list[int]:
-    encoded = loaded.tokenizer.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in messages],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-    )
+    conversation = [{"role": m.role, "content": m.content} for m in messages]
+    try:
+        with loaded.tokenizer_lock:
+            encoded = loaded.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
+    except TemplateError as exc:
+        # Some templates insist on strict user/assistant alternation, or no system role.
+        raise InvalidRequestError(
+            f"the local model's chat template rejected this conversation: {exc}", param="messages"
+        ) from None
     return list(encoded["input_ids"])
 
 
@@ -60,15 +68,12 @@ class LocalClient:
         loaded = engine.check_ready()
         max_new = min(request.max_tokens or DEFAULT_MAX_TOKENS, loaded.context_length // 2)
         ids = await asyncio.to_thread(fit_prompt, loaded, request.messages, max_new)
-        tokenizer = loaded.tokenizer
         job = Job(
             prompt_ids=ids,
             max_new_tokens=max_new,
             temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
             top_p=request.top_p or 1.0,
-            text=IncrementalText(
-                lambda t: tokenizer.decode(t, skip_special_tokens=True), request.stop or ()
-            ),
+            text=IncrementalText(loaded.decode, request.stop or ()),
             loop=asyncio.get_running_loop(),
         )
         engine.submit(job)

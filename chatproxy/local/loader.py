@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,13 @@ class LoadedModel:
     pad_id: int
     context_length: int
     parameters: int
+    # Fast tokenizers change their own settings inside __call__, so two threads (prompt
+    # encoding beside the worker's decoding) must take turns.
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        with self.tokenizer_lock:
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
 
 def resolve_device(requested: str) -> str:
