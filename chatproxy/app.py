@@ -9,7 +9,12 @@ from aiohttp import web
 from chatproxy.config import Settings
 from chatproxy.handlers import chat, meta, openai
 from chatproxy.keys import PROVIDERS, REDACTOR, SETTINGS, STARTED
-from chatproxy.middlewares import render_errors, request_context, require_api_key
+from chatproxy.middlewares import (
+    echo_request_id,
+    render_errors,
+    request_context,
+    require_api_key,
+)
 from chatproxy.redact import Redactor
 from chatproxy.wiring import providers_context
 
@@ -45,5 +50,6 @@ def create_app(
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(providers_context)
     app.on_shutdown.append(_mark_shutting_down)
+    app.on_response_prepare.append(echo_request_id)
     setup_routes(app)
     return app

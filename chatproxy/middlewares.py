@@ -19,7 +19,7 @@ from chatproxy.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from chatproxy.keys import SETTINGS
+from chatproxy.keys import REQUEST_ID, SETTINGS
 from chatproxy.logs import request_id_var
 from chatproxy.schemas import ErrorResponse
 
@@ -81,19 +81,25 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ChatPr
     return error
 
 
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response carries the id, streams and errors included."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: pick the request id, log one access line, echo the id back."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     token = request_id_var.set(request_id)
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
     try:
         response = await handler(request)
         status = response.status
-        if not response.prepared:
-            response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
         if log.isEnabledFor(logging.INFO):

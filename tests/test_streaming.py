@@ -17,6 +17,7 @@ async def test_stream_sends_deltas_then_done(proxy: Proxy, fake_openai: FakeOpen
     resp = await client.post("/chatgpt/", json={"messages": [USER], "stream": True})
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
+    assert len(resp.headers["X-Request-ID"]) == 32, "streams carry the request id too"
     events = await read_events(resp)
     assert [e for e in events if e[0] == "delta"] == [
         ("delta", {"content": "Hel"}),
