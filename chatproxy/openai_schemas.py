@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chatproxy.schemas import Name, SamplingFields, Usage
+from chatproxy.schemas import Name, SamplingFields, Usage, limit_messages
 
 
 class ContentPart(BaseModel):
@@ -49,6 +49,8 @@ class OpenAIChatRequest(SamplingFields):
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
+
+    _not_too_many = field_validator("messages", mode="after")(limit_messages)
 
 
 class AssistantMessage(BaseModel):

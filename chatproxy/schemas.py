@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9._:/-]+$"
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 Role = Literal["system", "user", "assistant"]
+T = TypeVar("T")
 
 
 class Message(BaseModel):
@@ -18,6 +19,14 @@ class Message(BaseModel):
 
     role: Role
     content: str
+
+
+def limit_messages(cls: type[BaseModel], messages: list[T], info: ValidationInfo) -> list[T]:
+    """At most MAX_MESSAGES, given as validation context by the handler."""
+    limit = (info.context or {}).get("max_messages")
+    if limit is not None and len(messages) > limit:
+        raise ValueError(f"at most {limit} messages are accepted, got {len(messages)}")
+    return messages
 
 
 class SamplingFields(BaseModel):
@@ -39,13 +48,7 @@ class ChatRequest(SamplingFields):
     stop: list[str] | str | None = None
     conversation_id: Name | None = None
 
-    @field_validator("messages", mode="after")
-    @classmethod
-    def _not_too_many(cls, messages: list[Message], info: ValidationInfo) -> list[Message]:
-        limit = (info.context or {}).get("max_messages")
-        if limit is not None and len(messages) > limit:
-            raise ValueError(f"at most {limit} messages are accepted, got {len(messages)}")
-        return messages
+    _not_too_many = field_validator("messages", mode="after")(limit_messages)
 
 
 class Usage(BaseModel):

@@ -208,3 +208,12 @@ async def test_bare_model_routes_to_default_provider(proxy: Proxy, fake_openai: 
     )
     assert resp.status == 200
     assert fake_openai.requests[0]["model"] == "some-unlisted-model"
+
+
+async def test_too_many_messages_is_400(proxy: Proxy) -> None:
+    client = await proxy(max_messages=2)
+    resp = await client.post(
+        "/v1/chat/completions", json={"model": "gpt-4o", "messages": [USER] * 3}
+    )
+    assert resp.status == 400
+    assert "at most 2 messages" in (await resp.json())["error"]["message"]

@@ -76,7 +76,7 @@ class OpenAIFramer:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     providers = request.app[PROVIDERS]
-    body = await parse_body(request, OpenAIChatRequest)
+    body = await parse_body(request, OpenAIChatRequest, max_messages=settings.max_messages)
     provider, model = await route_model(body.model, providers, settings.default_provider)
     check_supported(body, provider)
     messages = [plain_message(m, i) for i, m in enumerate(body.messages)]
