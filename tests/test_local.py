@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from chatproxy.app import create_app
@@ -417,3 +418,21 @@ async def test_a_template_that_refuses_the_conversation_is_a_400(
     resp = await client.post("/local/", json={"messages": [USER]})
     assert resp.status == 400
     assert "System role not supported" in (await resp.json())["error"]
+
+
+async def test_a_client_giving_up_on_a_plain_request_cancels_it(
+    aiohttp_client: AiohttpClient, tiny_qwen: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(monkeypatch)  # the worker cannot finish before the client gives up
+    client = await start(aiohttp_client, tiny_qwen)
+    with pytest.raises(asyncio.TimeoutError):
+        await client.post(
+            "/local/",
+            json={"messages": [USER], "temperature": 0, "max_tokens": 100},
+            timeout=aiohttp.ClientTimeout(total=0.5),
+        )
+    assert gate.entered.is_set()
+    gate.release.set()
+    await eventually(lambda: local_status(client), lambda s: s["requests_cancelled"] >= 1)
+    status = await local_status(client)
+    assert status["tokens_generated"] <= 2, "stopped at the first step"

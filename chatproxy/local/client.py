@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,12 @@ class LocalClient:
     async def complete(self, request: CompletionRequest) -> Completion:
         parts: list[str] = []
         finish, usage = "stop", Usage()
-        async for delta in self.stream(request):
-            parts.append(delta.content)
-            finish = delta.finish_reason or finish
-            usage = delta.usage or usage
+        # aclosing: a cancelled request must abort its job now, not when garbage is collected.
+        async with contextlib.aclosing(self.stream(request)) as deltas:
+            async for delta in deltas:
+                parts.append(delta.content)
+                finish = delta.finish_reason or finish
+                usage = delta.usage or usage
         return Completion(
             content="".join(parts), model=self.default_model, usage=usage, finish_reason=finish
         )
