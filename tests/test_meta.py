@@ -75,3 +75,13 @@ async def test_status_hides_credentials_written_into_a_base_url(proxy: Proxy) ->
     client = await proxy(openai_base_url="http://user:hunter2@127.0.0.1:9/v1")
     text = await (await client.get("/status")).text()
     assert "hunter2" not in text and "127.0.0.1:9/v1" in text
+
+
+def test_env_example_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from chatproxy.config import Settings
+
+    text = (Path(__file__).parent.parent / ".env.example").read_text()
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in text]
+    assert not missing
