@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     local_max_batch: int = Field(8, ge=1, le=256)
     local_max_queue: int = Field(64, ge=1)
     local_batch_window_ms: float = Field(0.0, ge=0, le=1000)
+    local_continuous_batching: bool = True
 
     history_store: str | None = None
     history_max_turns: int = Field(20, ge=1)

@@ -142,6 +142,7 @@ def add_local(providers: Providers, settings: Settings) -> None:
         max_batch=settings.local_max_batch,
         max_queue=settings.local_max_queue,
         batch_window=settings.local_batch_window_ms / 1000,
+        continuous=settings.local_continuous_batching,
     )
     engine.start()
     providers.add(LocalClient(engine))

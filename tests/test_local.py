@@ -436,3 +436,51 @@ async def test_a_client_giving_up_on_a_plain_request_cancels_it(
     await eventually(lambda: local_status(client), lambda s: s["requests_cancelled"] >= 1)
     status = await local_status(client)
     assert status["tokens_generated"] <= 2, "stopped at the first step"
+
+
+async def stream_text(
+    client: Client, content: str, max_tokens: int, started: asyncio.Event | None = None
+) -> tuple[str, float]:
+    """Stream one greedy reply; return its text and when its last byte arrived. `started`
+    is set once the first delta is in, i.e. once the request is being generated."""
+    resp = await client.post(
+        "/local/",
+        json={
+            "messages": [{"role": "user", "content": content}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "stream": True,
+        },
+    )
+    if started is not None:
+        started.set()  # headers come with the first delta
+    events = await read_events(resp)
+    assert events[-1][0] == "done", events[-1]
+    return events[-1][1]["messages"][-1]["content"], time.monotonic()
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+async def test_late_requests_join_a_running_batch(
+    aiohttp_client: AiohttpClient, tiny_qwen: Path, continuous: bool
+) -> None:
+    client = await start(aiohttp_client, tiny_qwen, local_continuous_batching=continuous)
+    long_prompt, late = "the quick brown fox", ["hello world", "how are you today"]
+    alone_long = await ask(client, long_prompt, max_tokens=100)
+    assert alone_long["finish_reason"] == "length", "the long request runs its full length"
+    alone_late = [(await ask(client, p, max_tokens=10))["messages"][-1]["content"] for p in late]
+
+    generating = asyncio.Event()
+    running = asyncio.ensure_future(stream_text(client, long_prompt, 100, generating))
+    await asyncio.wait_for(generating.wait(), 10)
+    joined = await asyncio.gather(*(stream_text(client, p, 10) for p in late))
+    long_text, long_done = await running
+
+    status = await local_status(client)
+    assert long_text == alone_long["messages"][-1]["content"], "joining changed no output"
+    assert [text for text, _ in joined] == alone_late
+    if continuous:
+        assert status["rejoins"] >= 1
+        assert all(done < long_done for _, done in joined), "late requests did not wait"
+    else:
+        assert status["rejoins"] == 0
+        assert all(done > long_done for _, done in joined), "they waited for the batch"

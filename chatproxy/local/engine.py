@@ -33,6 +33,7 @@ class LocalEngine:
         max_batch: int = 8,
         max_queue: int = 64,
         batch_window: float = 0.0,
+        continuous: bool = True,
     ) -> None:
         self.model_name = model_name
         self.device = device
@@ -40,6 +41,9 @@ class LocalEngine:
         self.max_batch = max_batch
         # How long a free worker waits for company before starting a batch smaller than full.
         self.batch_window = batch_window
+        # Let waiting requests join a running batch at a step boundary (by recompute).
+        self.continuous = continuous
+        self.rejoins = 0
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._pending: list[Job] = []
         self._thread = threading.Thread(target=self._run, name="chatproxy-local", daemon=True)
@@ -76,6 +80,7 @@ class LocalEngine:
 
     def submit(self, job: Job) -> None:
         self.check_ready()
+        job.on_finish = self._count_finished
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -109,6 +114,8 @@ class LocalEngine:
             "max_batch": self.max_batch,
             "requests_served": self.requests_served,
             "requests_cancelled": self.requests_cancelled,
+            "continuous_batching": self.continuous,
+            "rejoins": self.rejoins,
             "tokens_generated": self.tokens_generated,
             "tokens_per_s": round(self.recent_tokens_per_second(), 1),
         }
@@ -150,7 +157,7 @@ class LocalEngine:
             self._generate(batch)
         for job in self._pending:
             job.aborted = True
-            job.close()
+            job.finish("cancelled")
 
     def _next_batch(self) -> list[Job] | None:
         """Block for work, then take every waiting job that shares the first one's sampling."""
@@ -161,26 +168,39 @@ class LocalEngine:
                     return None
                 self._pending.append(job)
                 self._wait_for_company()
-            while True:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is STOP:
-                    self.stopping = True
-                    break
-                self._pending.append(job)
+            self._drain_queue()
             if self.stopping:
                 return None
             for job in [j for j in self._pending if j.aborted]:
                 self._pending.remove(job)
-                job.close()
+                job.finish("cancelled")
             if not self._pending:
                 continue
             key = self._pending[0].sampling_key()
             batch = [j for j in self._pending if j.sampling_key() == key][: self.max_batch]
             self._pending = [j for j in self._pending if j not in batch]
             return batch
+
+    def _drain_queue(self) -> None:
+        """Move whatever waits in the queue to `_pending`, without blocking."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is STOP:
+                self.stopping = True
+                return
+            self._pending.append(job)
+
+    def _should_yield(self, batch: list[Job]) -> bool:
+        """At a step boundary: do waiting jobs fit into this batch if it restarts now?"""
+        self._drain_queue()
+        active = sum(not job.done for job in batch)
+        if self.stopping or active >= self.max_batch:
+            return False
+        key = batch[0].sampling_key()
+        return any(j.sampling_key() == key and not j.aborted for j in self._pending)
 
     def _wait_for_company(self) -> None:
         deadline = time.monotonic() + self.batch_window
@@ -205,20 +225,30 @@ class LocalEngine:
         self.largest_batch = max(self.largest_batch, len(batch))
         started = time.monotonic()
         self._steps.append((started, 0))
+        join = self._should_yield if self.continuous else None
         try:
-            generation.generate(self.loaded, batch, self._record_step)
+            yielded = generation.generate(self.loaded, batch, self._record_step, join)
         except Exception as exc:
             log.exception("local generation failed for a batch of %d", len(batch))
             for job in batch:
+                job.done = True
                 job.emit(UpstreamError(f"local generation failed: {type(exc).__name__}: {exc}"))
             return
         finally:
             self.current_batch = 0
-        for job in batch:
-            # Count first: the client may read /status the moment its final event lands.
-            self.requests_served += 1
-            self.requests_cancelled += job.finish_reason == "cancelled"
-            job.close()
+        unfinished = [job for job in batch if not job.done]
+        if yielded:
+            # Continuous batching: finished rows have left; unfinished ones go first in line
+            # and are re-read together with the newcomers in the next generate call.
+            self.rejoins += 1
+            self._pending[:0] = unfinished
+            return
+        for job in unfinished:  # generate ended without the job's own stop: its length ran out
+            job.finish("cancelled" if job.aborted else "length")
+
+    def _count_finished(self, job: Job) -> None:
+        self.requests_served += 1
+        self.requests_cancelled += job.finish_reason == "cancelled"
 
     def _record_step(self, tokens: int) -> None:
         now = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatproxy.clients.base import Delta
@@ -29,6 +30,14 @@ class Job:
     done: bool = False
     finish_reason: str = "stop"
     enqueued_at: float = field(default_factory=time.monotonic)
+    on_finish: Callable[[Job], None] | None = None
+
+    def input_ids(self) -> list[int]:
+        """What the model must read to go on: the prompt and everything generated so far."""
+        return self.prompt_ids + self.text.ids
+
+    def remaining(self) -> int:
+        return self.max_new_tokens - self.generated
 
     def sampling_key(self) -> tuple[bool, float, float]:
         """Jobs with equal keys can share one `generate` call."""
@@ -60,13 +69,14 @@ class Job:
             self.finish("length")
 
     def finish(self, reason: str) -> None:
+        """Done: send the final event (finish reason and usage) now, not when the batch ends,
+        so a short request never waits for the long ones it shares a batch with."""
+        if self.done:
+            return
         self.done = True
         self.finish_reason = reason
-
-    def close(self) -> None:
-        """The final event: finish reason and usage."""
-        if not self.done:
-            self.finish("cancelled" if self.aborted else "length")
+        if self.on_finish is not None:
+            self.on_finish(self)  # before the event: a client may read /status right after
         usage = Usage(
             prompt_tokens=len(self.prompt_ids),
             completion_tokens=self.generated,
