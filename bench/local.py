@@ -1,19 +1,21 @@
 """The local provider on a tiny model (CPU): batching gain, server overhead, first-token time.
 
 In one run: 8 concurrent requests through `/local/` against the same 8 one at a time
-(aggregate tokens/s), the batched server path against `model.generate` called directly on
-the same 8 prompts (wall time), and time to first token for 8 concurrent streams.
+(aggregate tokens/s); the batched server path against `model.generate` called directly on
+the same 8 prompts (wall time; the two alternate, round after round, and medians are
+compared, since CPU speed drifts on a shared machine); and time to first token for 8
+concurrent streams.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ PROMPTS = [
     "the lazy dog sleeps all day long in the sun",
     "你好，世界",
 ]
+SYSTEM = "You are a helpful assistant. Answer clearly and concisely."
 
 
 async def ask(
@@ -66,43 +69,49 @@ async def first_token(
         },
     ) as resp:
         async for line in resp.content:
-            if line.startswith(b"event: delta") or line.startswith(b"event: done"):
+            if line.startswith((b"event: delta", b"event: done")):
                 elapsed = (time.perf_counter() - started) * 1000
                 await resp.read()
                 return elapsed
     raise AssertionError("stream ended without an event")
 
 
-async def through_server(url: str, max_tokens: int, rounds: int) -> dict[str, float]:
+async def one_at_a_time(url: str, max_tokens: int) -> tuple[int, float]:
     async with aiohttp.ClientSession() as session:
-        await ask(session, url, "warm up", 4)
-        sequential_s = batched_s = 0.0
-        sequential_tokens = batched_tokens = 0
-        for _ in range(rounds):
-            started = time.perf_counter()
-            for prompt in PROMPTS:
-                body = await ask(session, url, prompt, max_tokens)
-                sequential_tokens += body["usage"]["completion_tokens"]
-            sequential_s += time.perf_counter() - started
-            started = time.perf_counter()
-            bodies = await asyncio.gather(*(ask(session, url, p, max_tokens) for p in PROMPTS))
-            batched_s += time.perf_counter() - started
-            batched_tokens += sum(b["usage"]["completion_tokens"] for b in bodies)
+        started, tokens = time.perf_counter(), 0
+        for prompt in PROMPTS:
+            tokens += (await ask(session, url, prompt, max_tokens))["usage"]["completion_tokens"]
+        return tokens, time.perf_counter() - started
+
+
+async def all_at_once(url: str, max_tokens: int) -> tuple[int, float]:
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        bodies = await asyncio.gather(*(ask(session, url, p, max_tokens) for p in PROMPTS))
+        elapsed = time.perf_counter() - started
+    return sum(b["usage"]["completion_tokens"] for b in bodies), elapsed
+
+
+async def streams_and_status(url: str, max_tokens: int) -> tuple[list[float], dict[str, Any]]:
+    async with aiohttp.ClientSession() as session:
         ttft = await asyncio.gather(*(first_token(session, url, p, max_tokens) for p in PROMPTS))
         async with session.get(f"{url}/status") as resp:
-            status = (await resp.json())["providers"]["local"]
-    return {
-        "sequential_tps": sequential_tokens / sequential_s,
-        "batched_tps": batched_tokens / batched_s,
-        "batched_wall": batched_s / rounds,
-        "ttft_median": statistics.median(ttft),
-        "ttft_max": max(ttft),
-        "largest_batch": status["largest_batch"],
-    }
+            status: dict[str, Any] = (await resp.json())["providers"]["local"]
+    return list(ttft), status
 
 
-def direct_generate(model_dir: Path, max_tokens: int, rounds: int) -> float:
-    """Seconds for `model.generate` on the same 8 prompts, batched, greedy, same settings."""
+async def wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            async with session.get(f"{url}/ready") as resp:
+                if resp.status == 200:
+                    return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the local model did not load")
+
+
+def direct_runner(model_dir: Path, max_tokens: int) -> Callable[[], float]:
+    """A function timing `model.generate` on the 8 prompts, batched, greedy, same settings."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -111,11 +120,9 @@ def direct_generate(model_dir: Path, max_tokens: int, rounds: int) -> float:
     tokenizer.padding_side = "left"
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
-    system = {
-        "role": "system",
-        "content": "You are a helpful assistant. Answer clearly and concisely.",
-    }
-    chats = [[system, {"role": "user", "content": p}] for p in PROMPTS]
+    chats = [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}] for p in PROMPTS
+    ]
     texts = [
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats
     ]
@@ -129,21 +136,25 @@ def direct_generate(model_dir: Path, max_tokens: int, rounds: int) -> float:
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
-    with torch.inference_mode():
-        model.generate(**batch, **{**options, "max_new_tokens": 4})
-        started = time.perf_counter()
-        for _ in range(rounds):
+
+    def run() -> float:
+        with torch.inference_mode():
+            started = time.perf_counter()
             model.generate(**batch, **options)
-    return (time.perf_counter() - started) / rounds
+            return time.perf_counter() - started
+
+    run()  # warm up
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         model_dir = build_model(Path(folder) / "tiny-qwen2", "qwen2", context=512)
+        direct = direct_runner(model_dir, args.max_tokens)
         with (
             mock_upstream() as (upstream, _),
             chatproxy(
@@ -153,35 +164,36 @@ def main() -> None:
                 LOG_LEVEL="WARNING",
             ) as (url, _proc, _startup),
         ):
-            server = asyncio.run(wait_then(url, args.max_tokens, args.rounds))
-        direct = direct_generate(model_dir, args.max_tokens, args.rounds)
-    print(f"tiny Qwen2 on CPU, {len(PROMPTS)} prompts, greedy, max_tokens={args.max_tokens}")
-    print(f"one at a time:   {server['sequential_tps']:8.1f} tokens/s")
+            asyncio.run(wait_ready(url))
+            asyncio.run(all_at_once(url, 4))  # warm up
+            sequential, batched, direct_s = [], [], []
+            for _ in range(args.rounds):
+                sequential.append(asyncio.run(one_at_a_time(url, args.max_tokens)))
+                batched.append(asyncio.run(all_at_once(url, args.max_tokens)))
+                direct_s.append(direct())
+            ttft, status = asyncio.run(streams_and_status(url, args.max_tokens))
+    seq_tps = statistics.median(tokens / seconds for tokens, seconds in sequential)
+    batch_tps = statistics.median(tokens / seconds for tokens, seconds in batched)
+    server_s = statistics.median(seconds for _, seconds in batched)
+    direct_med = statistics.median(direct_s)
     print(
-        f"8 concurrent:    {server['batched_tps']:8.1f} tokens/s "
-        f"({server['batched_tps'] / server['sequential_tps']:.2f}x one at a time; "
-        f"largest batch {server['largest_batch']:.0f})"
+        f"tiny Qwen2 on CPU, {len(PROMPTS)} prompts, greedy, max_tokens={args.max_tokens}, "
+        f"medians of {args.rounds} alternating rounds"
+    )
+    print(f"one at a time:   {seq_tps:8.1f} tokens/s")
+    print(
+        f"8 concurrent:    {batch_tps:8.1f} tokens/s ({batch_tps / seq_tps:.2f}x one at a time;"
+        f" largest batch {status['largest_batch']}, rejoins {status['rejoins']})"
     )
     print(
-        f"8 concurrent through chatproxy {server['batched_wall'] * 1000:.1f} ms vs "
-        f"model.generate on the same batch {direct * 1000:.1f} ms: server path "
-        f"{(server['batched_wall'] / direct - 1) * 100:+.1f}%"
+        f"8 concurrent through chatproxy {server_s * 1000:.1f} ms vs model.generate on the "
+        f"same batch {direct_med * 1000:.1f} ms: server path "
+        f"{(server_s / direct_med - 1) * 100:+.1f}%"
     )
     print(
-        f"time to first token, 8 concurrent streams: median {server['ttft_median']:.1f} ms, "
-        f"max {server['ttft_max']:.1f} ms"
+        f"time to first token, 8 concurrent streams: median {statistics.median(ttft):.1f} ms,"
+        f" max {max(ttft):.1f} ms"
     )
-    print(json.dumps({k: round(v, 3) for k, v in server.items()}))
-
-
-async def wait_then(url: str, max_tokens: int, rounds: int) -> dict[str, float]:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            async with session.get(f"{url}/ready") as resp:
-                if resp.status == 200:
-                    break
-            await asyncio.sleep(0.05)
-    return await through_server(url, max_tokens, rounds)
 
 
 if __name__ == "__main__":

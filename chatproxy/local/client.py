@@ -64,7 +64,7 @@ class LocalClient:
         self.engine = engine
         self.default_model = display_name(engine.model_name)
 
-    async def _submit(self, request: CompletionRequest) -> Job:
+    async def _submit(self, request: CompletionRequest, *, streaming: bool) -> Job:
         engine = self.engine
         loaded = engine.check_ready()
         max_new = min(request.max_tokens or DEFAULT_MAX_TOKENS, loaded.context_length // 2)
@@ -76,12 +76,19 @@ class LocalClient:
             top_p=request.top_p or 1.0,
             text=IncrementalText(loaded.decode, request.stop or ()),
             loop=asyncio.get_running_loop(),
+            streaming=streaming,
         )
         engine.submit(job)
         return job
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Delta, None]:
-        job = await self._submit(request)
+        async for delta in self._events(request, streaming=True):
+            yield delta
+
+    async def _events(
+        self, request: CompletionRequest, *, streaming: bool
+    ) -> AsyncGenerator[Delta, None]:
+        job = await self._submit(request, streaming=streaming)
         finished = False
         try:
             while not finished:
@@ -98,7 +105,7 @@ class LocalClient:
         parts: list[str] = []
         finish, usage = "stop", Usage()
         # aclosing: a cancelled request must abort its job now, not when garbage is collected.
-        async with contextlib.aclosing(self.stream(request)) as deltas:
+        async with contextlib.aclosing(self._events(request, streaming=False)) as deltas:
             async for delta in deltas:
                 parts.append(delta.content)
                 finish = delta.finish_reason or finish

@@ -9,7 +9,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from chatproxy.local.job import Job
+from chatproxy.local.job import Job, emit_step
 from chatproxy.local.loader import LoadedModel
 
 YieldCheck = Callable[[list[Job]], bool]
@@ -31,12 +31,14 @@ class RowStreamer(BaseStreamer):
             self.prompt_seen = True
             return
         tokens = value.reshape(-1).tolist()
-        active = 0
-        for job, token in zip(self.jobs, tokens, strict=True):
-            if not job.done:
-                active += 1
+        live = [(job, token) for job, token in zip(self.jobs, tokens, strict=True) if not job.done]
+
+        def step() -> None:
+            for job, token in live:
                 job.take(token, self.eos_ids)
-        self.on_step(active)
+
+        emit_step([job for job, _ in live], step)
+        self.on_step(len(live))
 
     def end(self) -> None:
         pass

@@ -14,6 +14,29 @@ from chatproxy.schemas import Usage
 JobEvent = Delta | BaseException
 
 
+def deliver(batch: list[tuple[asyncio.Queue[JobEvent], JobEvent]]) -> None:
+    """Runs on the event loop: a whole step's events, in order."""
+    for queue, event in batch:
+        queue.put_nowait(event)
+
+
+def emit_step(jobs: list[Job], step: Callable[[], None]) -> None:
+    """Run `step` (worker thread) with the jobs' events held, then send them in one wake-up."""
+    for job in jobs:
+        job.outbox = []
+    try:
+        step()
+    finally:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[JobEvent], JobEvent]]]
+        by_loop = {}
+        for job in jobs:
+            if job.outbox:
+                by_loop.setdefault(job.loop, []).extend((job.events, e) for e in job.outbox)
+            job.outbox = None
+        for loop, events in by_loop.items():
+            loop.call_soon_threadsafe(deliver, events)
+
+
 @dataclass(eq=False)
 class Job:
     """Created on the event loop, generated on the worker; only `aborted` crosses back."""
@@ -31,6 +54,14 @@ class Job:
     finish_reason: str = "stop"
     enqueued_at: float = field(default_factory=time.monotonic)
     on_finish: Callable[[Job], None] | None = None
+    outbox: list[JobEvent] | None = None
+    streaming: bool = True
+
+    @property
+    def quiet(self) -> bool:
+        """Nobody reads this job's text before it ends and no stop string needs watching:
+        skip per-token decoding and events, and send the whole text with the final event."""
+        return not self.streaming and not self.text.watches_stops
 
     def input_ids(self) -> list[int]:
         """What the model must read to go on: the prompt and everything generated so far."""
@@ -46,8 +77,12 @@ class Job:
         return (True, round(self.temperature, 4), round(self.top_p, 4))
 
     def emit(self, event: JobEvent) -> None:
-        """Hand an event to the event loop; the only way results leave the worker thread."""
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        """Hand an event to the event loop; the only way results leave the worker thread.
+        Inside a generation step events wait in the outbox, so a step wakes the loop once."""
+        if self.outbox is not None:
+            self.outbox.append(event)
+        else:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
     def take(self, token: int, eos_ids: frozenset[int]) -> None:
         """Account for one generated token (worker thread)."""
@@ -60,9 +95,12 @@ class Job:
             self.finish("stop")
             return
         self.generated += 1
-        piece = self.text.push(token)
-        if piece:
-            self.emit(Delta(content=piece))
+        if self.quiet:
+            self.text.ids.append(token)  # decoded once, at the end
+        else:
+            piece = self.text.push(token)
+            if piece:
+                self.emit(Delta(content=piece))
         if self.text.stopped:
             self.finish("stop")
         elif self.generated >= self.max_new_tokens:
@@ -82,4 +120,5 @@ class Job:
             completion_tokens=self.generated,
             total_tokens=len(self.prompt_ids) + self.generated,
         )
-        self.emit(Delta(finish_reason=self.finish_reason, usage=usage))
+        text = self.text.finish()
+        self.emit(Delta(content=text, finish_reason=self.finish_reason, usage=usage))
