@@ -150,7 +150,7 @@ def direct_runner(model_dir: Path, max_tokens: int) -> Callable[[], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         model_dir = build_model(Path(folder) / "tiny-qwen2", "qwen2", context=512)
