@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -99,17 +99,6 @@ def proxy(aiohttp_client: AiohttpClient, fake_openai: FakeOpenAI) -> Proxy:
         return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
 
     return start
-
-
-async def body_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
-    data: dict[str, Any] = await resp.json()
-    return data
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture
