@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -122,8 +123,10 @@ class Settings(BaseSettings):
     def _expand_preset(cls, value: str | None) -> str | None:
         return LOCAL_MODEL_PRESETS.get(value, value) if value else value
 
+    @cached_property
     def api_keys(self) -> frozenset[str]:
-        """Client keys accepted as `Authorization: Bearer`, empty when auth is off."""
+        """Client keys accepted as `Authorization: Bearer`, empty when auth is off (parsed
+        once: the middleware asks on every request)."""
         raw = self.proxy_api_keys.get_secret_value() if self.proxy_api_keys else ""
         return frozenset(key.strip() for key in raw.split(",") if key.strip())
 
@@ -143,4 +146,4 @@ class Settings(BaseSettings):
             self.ernie_secret_key,
         ]
         found = [v.get_secret_value() for v in values if v is not None]
-        return [s for s in (*found, *self.api_keys()) if len(s) >= 4]
+        return [s for s in (*found, *self.api_keys) if len(s) >= 4]

@@ -143,7 +143,7 @@ def _is_public(request: web.Request) -> bool:
 @web.middleware
 async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """With PROXY_API_KEYS set, everything but the public routes needs a Bearer key."""
-    keys = request.app[SETTINGS].api_keys()
+    keys = request.app[SETTINGS].api_keys
     if keys and not _is_public(request):
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         presented = presented.strip()
