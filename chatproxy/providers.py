@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from chatproxy.clients.base import ChatClient
@@ -33,6 +31,22 @@ class ModelsCache:
         models = await asyncio.shield(task)
         self._entries[client.name] = (time.monotonic(), models)
         return models
+
+
+class InFlight:
+    """Counts a request in flight for `/status` (a plain class: cheaper than a generator)."""
+
+    __slots__ = ("counts", "name")
+
+    def __init__(self, counts: dict[str, int], name: str) -> None:
+        self.counts = counts
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.counts[self.name] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.counts[self.name] -= 1
 
 
 class Providers:
@@ -73,13 +87,8 @@ class Providers:
             )
         return client
 
-    @contextmanager
-    def track(self, name: str) -> Iterator[None]:
-        self.in_flight[name] += 1
-        try:
-            yield
-        finally:
-            self.in_flight[name] -= 1
+    def track(self, name: str) -> InFlight:
+        return InFlight(self.in_flight, name)
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         states: dict[str, str] = {}

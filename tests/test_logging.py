@@ -8,10 +8,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatproxy.keys import SETTINGS
 from chatproxy.logs import setup_logging
-from chatproxy.redact import Redactor
+from chatproxy.redact import _PATTERNS, Redactor, may_hold_credentials
 from tests.conftest import OPENAI_KEY, Proxy
 from tests.fakes.openai_server import FakeOpenAI, reply, status
 
@@ -97,3 +99,36 @@ def test_json_log_format(log_stream: io.StringIO) -> None:
     entry = json.loads(stream.getvalue().strip())
     assert entry["message"] == "password is ***"
     assert entry["level"] == "INFO" and entry["request_id"] == "-"
+
+
+fragments = st.sampled_from(
+    [
+        "Authorization",
+        "authorization",
+        ": ",
+        "=",
+        "Bearer ",
+        "BASIC ",
+        "api_key",
+        "API-KEY",
+        "x-api-key",
+        "apikey",
+        "client_id",
+        "client_secret",
+        "access_token",
+        "refresh_token",
+        "?",
+        "&",
+        " ",
+        "tok3n",
+        '"',
+        "'",
+        "x",
+    ]
+)
+
+
+@given(st.lists(fragments, max_size=12).map("".join))
+def test_the_quick_filter_never_skips_a_credential(text: str) -> None:
+    if _PATTERNS.search(text):
+        assert may_hold_credentials(text)
