@@ -42,7 +42,9 @@ def create_app(
 ) -> web.Application:
     settings = settings if settings is not None else Settings()
     app = web.Application(
-        middlewares=[request_context, render_errors, require_api_key],
+        # The key check is only wired in when keys are configured: no cost on open servers.
+        middlewares=[request_context, render_errors]
+        + ([require_api_key] if settings.api_keys else []),
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

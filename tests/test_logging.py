@@ -132,3 +132,13 @@ fragments = st.sampled_from(
 def test_the_quick_filter_never_skips_a_credential(text: str) -> None:
     if _PATTERNS.search(text):
         assert may_hold_credentials(text)
+
+
+def test_cached_timestamps_match_the_standard_format() -> None:
+    from chatproxy.logs import RedactingFormatter
+
+    ours, standard = RedactingFormatter(Redactor()), logging.Formatter()
+    for created in (1_700_000_000.25, 1_700_000_000.999, 1_700_000_001.0):
+        record = logging.LogRecord("x", logging.INFO, "f", 1, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.formatTime(record) == standard.formatTime(record)

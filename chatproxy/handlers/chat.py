@@ -77,10 +77,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if body.stream:
             return await relay(request, client.stream(call), NativeFramer(call.model, messages))
         completion = await client.complete(call)
-    reply = Message.model_construct(role="assistant", content=completion.content)
-    # model_construct: every part was validated on its way in; don't pay for it twice.
+    reply = Message(role="assistant", content=completion.content)
     return json_response(
-        ChatResponse.model_construct(
+        ChatResponse(
             model=completion.model,
             messages=[*messages, reply],
             usage=completion.usage,
