@@ -57,6 +57,8 @@ bench: install install-test-local
 	$(PYTHON) bench/overhead.py
 	$(PYTHON) bench/streaming.py
 	$(PYTHON) bench/local.py
+	@if command -v valgrind >/dev/null; then $(PYTHON) bench/instructions.py; \
+	  else echo "valgrind is not installed: skipping bench/instructions.py"; fi
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
