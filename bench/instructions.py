@@ -88,6 +88,11 @@ def instructions_per_request(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="chatproxy's LOG_LEVEL (INFO logs one access line per request)",
+    )
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install valgrind)")
@@ -117,13 +122,17 @@ def main() -> None:
                 "--env-file",
                 os.devnull,
             ],
-            {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": upstream, "LOG_LEVEL": "INFO"},
+            {
+                "OPENAI_API_KEY": "sk-bench",
+                "OPENAI_BASE_URL": upstream,
+                "LOG_LEVEL": args.log_level,
+            },
             proxy_port,
             args.requests,
         )
     print(f"instructions per request, {args.requests} sequential requests on /chatgpt/:")
     print(f"  bare aiohttp pass-through: {bare:12,.0f}")
-    print(f"  chatproxy (access log on): {proxy:12,.0f}  ({proxy / bare:.2f}x bare)")
+    print(f"  chatproxy, LOG_LEVEL={args.log_level:7}: {proxy:12,.0f}  ({proxy / bare:.2f}x bare)")
 
 
 if __name__ == "__main__":
