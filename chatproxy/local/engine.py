@@ -163,10 +163,8 @@ class LocalEngine:
         """Block for work, then take every waiting job that shares the first one's sampling."""
         while True:
             if not self._pending:
-                job = self._jobs.get()
-                if job is STOP:
+                if not self._accept(self._jobs.get()):
                     return None
-                self._pending.append(job)
                 self._wait_for_company()
             self._drain_queue()
             if self.stopping:
@@ -181,6 +179,14 @@ class LocalEngine:
             self._pending = [j for j in self._pending if j not in batch]
             return batch
 
+    def _accept(self, job: Job | None) -> bool:
+        """Take one arrival into `_pending`; False when it is the stop signal."""
+        if job is STOP:
+            self.stopping = True
+            return False
+        self._pending.append(job)
+        return True
+
     def _drain_queue(self) -> None:
         """Move whatever waits in the queue to `_pending`, without blocking."""
         while True:
@@ -188,10 +194,8 @@ class LocalEngine:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if job is STOP:
-                self.stopping = True
+            if not self._accept(job):
                 return
-            self._pending.append(job)
 
     def _should_yield(self, batch: list[Job]) -> bool:
         """At a step boundary: do waiting jobs fit into this batch if it restarts now?"""
@@ -212,10 +216,8 @@ class LocalEngine:
                 job = self._jobs.get(timeout=left)
             except queue.Empty:
                 return
-            if job is STOP:
-                self.stopping = True
+            if not self._accept(job):
                 return
-            self._pending.append(job)
 
     def _generate(self, batch: list[Job]) -> None:
         from chatproxy.local import generation
