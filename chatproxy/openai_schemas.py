@@ -48,14 +48,18 @@ class OpenAIChatRequest(SamplingFields):
     logprobs: bool | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
+    function_call: Any = None
 
     _not_too_many = field_validator("messages", mode="after")(limit_messages)
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Choice(BaseModel):
@@ -78,6 +82,7 @@ class ChatCompletion(BaseModel):
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChunkChoice(BaseModel):

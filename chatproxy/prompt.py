@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol, TypeVar
 
 from chatproxy.schemas import Message
 
+# OpenAI's newer name for a system message counts as one.
+SYSTEM_ROLES = ("system", "developer")
+
+
+class Turn(Protocol):
+    """Anything with a role and content: our Message, or an OpenAI message as sent."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> object: ...
+
+
+T = TypeVar("T", bound=Turn)
+
 
 def apply_system_prompt(
-    messages: list[Message], prompt: str, mode: Literal["prepend", "always", "off"]
-) -> list[Message]:
+    messages: Sequence[T], prompt: str, mode: Literal["prepend", "always", "off"]
+) -> list[T | Message]:
     """Prepend the operator's prompt unless the conversation already carries it.
 
     `prepend`: a conversation that starts with a system message keeps it as it is, so a
@@ -17,14 +34,15 @@ def apply_system_prompt(
     `always`: the operator's prompt comes first and any client system text follows it.
     `off`: the conversation goes out as the client sent it.
     """
+    kept: list[T | Message] = list(messages)
     if not prompt or mode == "off":
-        return list(messages)
+        return kept
     first = messages[0] if messages else None
     keep = (
         first is not None
-        and first.role == "system"
+        and first.role in SYSTEM_ROLES
         and (mode == "prepend" or first.content == prompt)
     )
     if keep:
-        return list(messages)
-    return [Message(role="system", content=prompt), *messages]
+        return kept
+    return [Message(role="system", content=prompt), *kept]

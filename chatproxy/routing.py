@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from chatproxy.config import PROVIDERS
 from chatproxy.errors import ChatProxyError, InvalidRequestError
@@ -12,13 +13,9 @@ from chatproxy.schemas import Message
 
 log = logging.getLogger(__name__)
 ALIASES = {"openai": "chatgpt"}
-# Fields that cannot be ignored without changing the answer, on every provider.
-UNSUPPORTED = {
-    "tools": "tool calling is not supported through chatproxy yet",
-    "functions": "function calling is not supported through chatproxy yet",
-    "logprobs": "logprobs are not supported through chatproxy",
-}
-# OpenAI sampling fields the `chatgpt` provider receives as they are; others ignore them.
+# The provider that takes OpenAI's messages and tools as they are.
+OPENAI_NATIVE = "chatgpt"
+# OpenAI fields the `chatgpt` provider receives as they are; the others ignore them.
 OPENAI_PASSTHROUGH = (
     "presence_penalty",
     "frequency_penalty",
@@ -26,6 +23,11 @@ OPENAI_PASSTHROUGH = (
     "logit_bias",
     "user",
     "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
 )
 
 
@@ -54,7 +56,8 @@ def plain_message(message: OpenAIMessage, index: int) -> Message:
     where = f"messages.{index}"
     if message.role in ("tool", "function") or message.tool_calls:
         raise InvalidRequestError(
-            f"{where}: tool messages are not supported through chatproxy", param=f"{where}.role"
+            f"{where}: tool messages need a provider with tools (chatgpt/...)",
+            param=f"{where}.role",
         )
     content = message.content
     if isinstance(content, list):
@@ -62,7 +65,7 @@ def plain_message(message: OpenAIMessage, index: int) -> Message:
         for part in content:
             if part.type != "text" or part.text is None:
                 raise InvalidRequestError(
-                    f"{where}.content: only text parts are supported, not '{part.type}'",
+                    f"{where}.content: only text parts are supported here, not '{part.type}'",
                     param=f"{where}.content",
                 )
             texts.append(part.text)
@@ -71,20 +74,38 @@ def plain_message(message: OpenAIMessage, index: int) -> Message:
     return Message(role=role, content=content or "")
 
 
+def raw_message(message: OpenAIMessage | Message) -> dict[str, Any]:
+    """An OpenAI message for the `chatgpt` provider: everything the client sent, kept, but
+    `developer` said as `system`, which every OpenAI-compatible server understands."""
+    raw = message.model_dump(exclude_none=True)
+    if raw.get("role") == "developer":
+        raw["role"] = "system"
+    return raw
+
+
 def check_supported(body: OpenAIChatRequest, provider: str) -> None:
+    """Refuse what would change the answer if it were quietly dropped."""
     if body.n is not None and body.n > 1:
         raise InvalidRequestError("n > 1 is not supported: chatproxy returns one choice", param="n")
-    for field, reason in UNSUPPORTED.items():
+    if body.logprobs:
+        raise InvalidRequestError("logprobs are not supported through chatproxy", param="logprobs")
+    if provider == OPENAI_NATIVE:
+        return
+    for field in ("tools", "functions"):
         if getattr(body, field):
-            raise InvalidRequestError(reason, param=field)
+            raise InvalidRequestError(
+                f"provider '{provider}' does not support {field} through chatproxy; "
+                "use a chatgpt/... model",
+                param=field,
+            )
     wants_json = body.response_format and body.response_format.get("type") != "text"
-    if wants_json and provider != "chatgpt":
+    if wants_json:
         raise InvalidRequestError(
             f"response_format is not supported by provider '{provider}'", param="response_format"
         )
 
 
 def passthrough_fields(body: OpenAIChatRequest, provider: str) -> dict[str, object]:
-    if provider != "chatgpt":
+    if provider != OPENAI_NATIVE:
         return {}
     return {key: getattr(body, key) for key in OPENAI_PASSTHROUGH if getattr(body, key) is not None}

@@ -247,3 +247,23 @@ async def test_models_list_the_endpoint_table(ernie_proxy: Proxy) -> None:
 
 def test_fake_error_helper_is_a_200() -> None:
     assert isinstance(error(1, "x"), web.Response) and error(1, "x").status == 200
+
+
+async def test_v1_text_parts_are_joined_for_ernie(
+    ernie_proxy: Proxy, fake_ernie: FakeErnie
+) -> None:
+    client = await ernie_proxy()
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "ernie/ernie-4.0-8k",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "你"}, {"type": "text", "text": "好"}],
+                }
+            ],
+        },
+    )
+    assert resp.status == 200
+    assert fake_ernie.chats[0]["messages"] == [{"role": "user", "content": "你好"}]

@@ -9,7 +9,13 @@ import openai
 import pytest
 
 from tests.conftest import Client, Proxy
-from tests.fakes.openai_server import FakeOpenAI, stream
+from tests.fakes.openai_server import (
+    FakeOpenAI,
+    reply,
+    stream,
+    tool_call_reply,
+    tool_call_stream,
+)
 from tests.sse_client import read_events
 
 USER: Any = {"role": "user", "content": "hi"}
@@ -146,9 +152,11 @@ async def test_unconfigured_provider_prefix_is_503_in_openai_envelope(proxy: Pro
 async def test_fields_that_would_change_the_answer_are_refused(
     proxy: Proxy, fake_openai: FakeOpenAI, extra: dict[str, Any], param: str
 ) -> None:
+    """Refused on providers without tools or images, before anything is sent anywhere."""
     client = await proxy()
     resp = await client.post(
-        "/v1/chat/completions", json={"model": "gpt-4o", "messages": [USER], **extra}
+        "/v1/chat/completions",
+        json={"model": "ernie/ernie-4.0-8k", "messages": [USER], **extra},
     )
     assert resp.status == 400
     assert (await resp.json())["error"]["param"] == param
@@ -180,11 +188,15 @@ async def test_harmless_fields_are_accepted(proxy: Proxy, fake_openai: FakeOpenA
     sent = fake_openai.requests[0]
     assert sent["messages"] == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "hi there"},
-    ]
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}],
+        },
+    ], "OpenAI gets the parts as sent; developer is said as system"
     assert sent["stop"] == ["END"] and sent["max_tokens"] == 9
     assert sent["presence_penalty"] == 0.5
-    assert "metadata" not in sent and "parallel_tool_calls" not in sent
+    assert "metadata" not in sent
+    assert sent["parallel_tool_calls"] is False
 
 
 async def test_mid_stream_failure_is_an_error_chunk_then_done(
@@ -217,3 +229,62 @@ async def test_too_many_messages_is_400(proxy: Proxy) -> None:
     )
     assert resp.status == 400
     assert "at most 2 messages" in (await resp.json())["error"]["message"]
+
+
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+async def test_tool_calls_round_trip_through_the_sdk(proxy: Proxy, fake_openai: FakeOpenAI) -> None:
+    fake_openai.default = tool_call_reply("get_weather", '{"city": "Paris"}')
+    client = await proxy()
+    async with async_sdk(client) as api:
+        first = await api.chat.completions.create(
+            model="gpt-4o", messages=[USER], tools=[WEATHER_TOOL], tool_choice="auto"
+        )
+        call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+        assert first.choices[0].finish_reason == "tool_calls"
+        assert call.function.name == "get_weather"  # type: ignore[union-attr]
+        assert call.function.arguments == '{"city": "Paris"}'  # type: ignore[union-attr]
+        fake_openai.default = reply("It is sunny in Paris.")
+        conversation: Any = [
+            USER,
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"},
+        ]
+        second = await api.chat.completions.create(
+            model="gpt-4o", tools=[WEATHER_TOOL], messages=conversation
+        )
+    assert second.choices[0].message.content == "It is sunny in Paris."
+    sent = fake_openai.requests[0]
+    assert sent["tools"] == [WEATHER_TOOL] and sent["tool_choice"] == "auto"
+    followup = fake_openai.requests[1]["messages"]
+    assert [m["role"] for m in followup] == ["system", "user", "assistant", "tool"]
+    assert followup[2]["tool_calls"][0]["id"] == call.id
+    assert followup[3] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}
+
+
+async def test_streamed_tool_calls_reach_the_sdk(proxy: Proxy, fake_openai: FakeOpenAI) -> None:
+    fake_openai.default = tool_call_stream("get_weather", ['{"city":', ' "Paris"}'])
+    client = await proxy()
+    async with async_sdk(client) as api:
+        stream = await api.chat.completions.create(
+            model="gpt-4o", messages=[USER], tools=[WEATHER_TOOL], stream=True
+        )
+        names, arguments, finish = [], "", None
+        async for chunk in stream:
+            if not chunk.choices:
+                continue
+            for tool_call in chunk.choices[0].delta.tool_calls or []:
+                if tool_call.function and tool_call.function.name:
+                    names.append(tool_call.function.name)
+                arguments += (tool_call.function.arguments or "") if tool_call.function else ""
+            finish = chunk.choices[0].finish_reason or finish
+    assert names == ["get_weather"]
+    assert arguments == '{"city": "Paris"}'
+    assert finish == "tool_calls"

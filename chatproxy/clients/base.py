@@ -19,9 +19,12 @@ class CompletionRequest:
     top_p: float | None = None
     max_tokens: int | None = None
     stop: list[str] | None = None
-    # OpenAI fields passed through as they are (presence_penalty, seed, ...), chatgpt only.
+    # OpenAI fields passed through as they are (presence_penalty, seed, tools, ...), chatgpt only.
     extra: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
+    # OpenAI messages as the client sent them (tool calls, tool results, image parts), the
+    # system prompt applied; when set, the chatgpt provider sends these instead of `messages`.
+    raw_messages: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -30,6 +33,7 @@ class Completion:
     model: str
     usage: Usage
     finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -39,6 +43,7 @@ class Delta:
     content: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's tool-call fragments, as sent
 
 
 class ChatClient(Protocol):

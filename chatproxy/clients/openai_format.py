@@ -18,7 +18,9 @@ from chatproxy.schemas import Usage
 def chat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "model": request.model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": request.raw_messages
+        if request.raw_messages is not None
+        else [{"role": m.role, "content": m.content} for m in request.messages],
         **request.extra,
     }
     for key in ("temperature", "top_p", "max_tokens", "stop"):
@@ -47,13 +49,15 @@ def parse_completion(data: Any, *, provider: str, model: str) -> Completion:
     try:
         choice = data["choices"][0]
         content = choice["message"].get("content") or ""
-        if not isinstance(content, str):
+        tool_calls = choice["message"].get("tool_calls") or None
+        if not isinstance(content, str) or not isinstance(tool_calls, list | None):
             raise TypeError("content is not a string")
         return Completion(
             content=content,
             model=str(data.get("model") or model),
             usage=parse_usage(data.get("usage")) or Usage(),
             finish_reason=str(choice.get("finish_reason") or "stop"),
+            tool_calls=tool_calls,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         raise UpstreamResponseError(
@@ -73,14 +77,21 @@ def parse_chunk(data: str, provider: str) -> Delta | None:
         raise UpstreamError(f"{provider} failed mid-stream: {upstream_message(data.encode())}")
     usage = parse_usage(chunk.get("usage"))
     choices = chunk.get("choices") or []
-    content, finish = "", None
+    content, finish, tool_calls = "", None, None
     if choices and isinstance(choices[0], dict):
         delta = choices[0].get("delta") or {}
-        content = delta.get("content") or "" if isinstance(delta, dict) else ""
+        if isinstance(delta, dict):
+            content = delta.get("content") or ""
+            tool_calls = delta.get("tool_calls") or None
         finish = choices[0].get("finish_reason")
-    if not content and finish is None and usage is None:
+    if not content and finish is None and usage is None and tool_calls is None:
         return None
-    return Delta(content=str(content), finish_reason=finish, usage=usage)
+    return Delta(
+        content=str(content),
+        finish_reason=finish,
+        usage=usage,
+        tool_calls=tool_calls if isinstance(tool_calls, list) else None,
+    )
 
 
 async def stream_deltas(

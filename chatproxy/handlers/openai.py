@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
 
@@ -26,8 +27,15 @@ from chatproxy.openai_schemas import (
     OpenAIChatRequest,
 )
 from chatproxy.prompt import apply_system_prompt
-from chatproxy.routing import check_supported, passthrough_fields, plain_message, route_model
-from chatproxy.schemas import ModelList
+from chatproxy.routing import (
+    OPENAI_NATIVE,
+    check_supported,
+    passthrough_fields,
+    plain_message,
+    raw_message,
+    route_model,
+)
+from chatproxy.schemas import Message, ModelList
 
 DONE = b"data: [DONE]\n\n"
 
@@ -52,11 +60,12 @@ class OpenAIFramer:
         return sse(chunk.model_dump_json(exclude_none=True))
 
     def delta(self, delta: Delta) -> bytes:
-        if not delta.content and self.role_sent:
+        if not delta.content and not delta.tool_calls and self.role_sent:
             return b""
         role = None if self.role_sent else "assistant"
         self.role_sent = True
-        return self._chunk(ChunkDelta(role=role, content=delta.content))
+        content = delta.content or (None if delta.tool_calls else "")
+        return self._chunk(ChunkDelta(role=role, content=content, tool_calls=delta.tool_calls))
 
     def done(self, result: StreamResult) -> bytes:
         out = b"" if self.role_sent else self._chunk(ChunkDelta(role="assistant", content=""))
@@ -79,14 +88,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, OpenAIChatRequest, max_messages=settings.max_messages)
     provider, model = await route_model(body.model, providers, settings.default_provider)
     check_supported(body, provider)
-    messages = [plain_message(m, i) for i, m in enumerate(body.messages)]
+    prompt, mode = settings.system_prompt_for(provider), settings.system_prompt_mode
+    raw: list[dict[str, Any]] | None = None
+    if provider == OPENAI_NATIVE:
+        # OpenAI itself: tool calls, tool results and image parts go on as they came.
+        raw = [raw_message(m) for m in apply_system_prompt(body.messages, prompt, mode)]
+        messages: list[Message] = []
+    else:
+        plain = [plain_message(m, i) for i, m in enumerate(body.messages)]
+        messages = apply_system_prompt(plain, prompt, mode)
     client = providers.get(provider)
-    messages = apply_system_prompt(
-        messages, settings.system_prompt_for(provider), settings.system_prompt_mode
-    )
     call = CompletionRequest(
         model=model or client.default_model,
         messages=messages,
+        raw_messages=raw,
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=body.max_tokens or body.max_completion_tokens,
@@ -108,7 +123,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             model=body.model,
             choices=[
                 Choice(
-                    message=AssistantMessage(content=completion.content),
+                    message=AssistantMessage(
+                        content=completion.content or (None if completion.tool_calls else ""),
+                        tool_calls=completion.tool_calls,
+                    ),
                     finish_reason=completion.finish_reason,
                 )
             ],

@@ -49,6 +49,59 @@ def raw(body: bytes, code: int = 200, content_type: str = "application/json") ->
     return behave
 
 
+def tool_call_reply(name: str, arguments: str) -> Behaviour:
+    async def behave(request: web.Request) -> web.StreamResponse:
+        body = completion_body("")
+        body["choices"][0]["message"] = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc123",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            ],
+        }
+        body["choices"][0]["finish_reason"] = "tool_calls"
+        return web.json_response(body)
+
+    return behave
+
+
+def tool_call_stream(name: str, argument_parts: list[str]) -> Behaviour:
+    """OpenAI's streamed tool call: id and name first, then the arguments in pieces."""
+
+    async def behave(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        first = {
+            "index": 0,
+            "id": "call_abc123",
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        deltas: list[dict[str, Any]] = [
+            {"role": "assistant", "content": None, "tool_calls": [first]}
+        ]
+        deltas += [
+            {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+            for part in argument_parts
+        ]
+        for delta in deltas:
+            event = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            }
+            await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+        await resp.write(f"data: {chunk(finish='tool_calls')}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    return behave
+
+
 def hang(seconds: float = 3600) -> Behaviour:
     async def behave(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(seconds)
