@@ -104,7 +104,6 @@ def passthrough(upstream: str) -> Iterator[tuple[str, int]]:
             f"{upstream}/chat/completions",
         ]
     ) as proc:
-        time.sleep(0.3)
         wait_http_post(f"http://127.0.0.1:{port}/chatgpt/")
         yield f"http://127.0.0.1:{port}", proc.pid
 

@@ -136,9 +136,7 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 def _is_public(request: web.Request) -> bool:
     path = request.path
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-        return True
-    return path == "/metrics" and not getattr(request.app[SETTINGS], "metrics_require_key", True)
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 @web.middleware

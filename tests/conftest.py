@@ -64,6 +64,12 @@ def no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+async def serve(aiohttp_client: AiohttpClient, settings: Settings) -> Client:
+    """The real app on a test server that, like `make run`, cancels a handler whose client
+    went away."""
+    return await aiohttp_client(create_app(settings), server_kwargs={"handler_cancellation": True})
+
+
 def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **overrides)
 
@@ -95,8 +101,7 @@ def proxy(aiohttp_client: AiohttpClient, fake_openai: FakeOpenAI) -> Proxy:
     """A factory: the real app, pointed at the fake OpenAI, with settings overrides."""
 
     async def start(**overrides: Any) -> Client:
-        app = create_app(openai_settings(fake_openai, **overrides))
-        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+        return await serve(aiohttp_client, openai_settings(fake_openai, **overrides))
 
     return start
 
@@ -139,8 +144,7 @@ def ernie_settings(fake: FakeErnie) -> dict[str, Any]:
 def giga_proxy(aiohttp_client: AiohttpClient, fake_gigachat: FakeGigaChat) -> Proxy:
     async def start(**overrides: Any) -> Client:
         values = {**gigachat_settings(fake_gigachat), "upstream_timeout": 5.0, **overrides}
-        app = create_app(make_settings(**values))
-        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+        return await serve(aiohttp_client, make_settings(**values))
 
     return start
 
@@ -149,7 +153,6 @@ def giga_proxy(aiohttp_client: AiohttpClient, fake_gigachat: FakeGigaChat) -> Pr
 def ernie_proxy(aiohttp_client: AiohttpClient, fake_ernie: FakeErnie) -> Proxy:
     async def start(**overrides: Any) -> Client:
         values = {**ernie_settings(fake_ernie), "upstream_timeout": 5.0, **overrides}
-        app = create_app(make_settings(**values))
-        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+        return await serve(aiohttp_client, make_settings(**values))
 
     return start

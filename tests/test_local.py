@@ -14,10 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatproxy.app import create_app
 from chatproxy.keys import PROVIDERS
 from chatproxy.local.client import LocalClient
-from tests.conftest import AiohttpClient, Client, make_settings
+from tests.conftest import AiohttpClient, Client, make_settings, serve
 from tests.sse_client import read_events
 from tests.tiny_models import build_model
 
@@ -46,8 +45,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def start(
     aiohttp_client: AiohttpClient, model: Path | str, *, wait: bool = True, **overrides: Any
 ) -> Client:
-    app = create_app(make_settings(local_model=str(model), **overrides))
-    client = await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+    client = await serve(aiohttp_client, make_settings(local_model=str(model), **overrides))
     if wait:
         await wait_ready(client)
     return client

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,7 +51,6 @@ class Job:
     generated: int = 0
     done: bool = False
     finish_reason: str = "stop"
-    enqueued_at: float = field(default_factory=time.monotonic)
     on_finish: Callable[[Job], None] | None = None
     outbox: list[JobEvent] | None = None
     streaming: bool = True
