@@ -6,15 +6,11 @@ import time
 
 from aiohttp import web
 
+from chatproxy.config import PROVIDERS as PROVIDER_NAMES
 from chatproxy.config import Settings
 from chatproxy.handlers import chat, meta, openai
 from chatproxy.keys import PROVIDERS, REDACTOR, SETTINGS, STARTED
-from chatproxy.middlewares import (
-    echo_request_id,
-    render_errors,
-    request_context,
-    require_api_key,
-)
+from chatproxy.middlewares import request_context, require_api_key
 from chatproxy.redact import Redactor
 from chatproxy.wiring import providers_context
 
@@ -33,8 +29,12 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_get("/v1/models", openai.list_models)
     app.router.add_get("/{provider}/models", meta.provider_models)
-    app.router.add_route("*", "/{provider}/", chat.chat)
-    app.router.add_route("*", "/{provider}", chat.chat)
+    for name in PROVIDER_NAMES:
+        handler = chat.chat_handler(name)
+        app.router.add_route("*", f"/{name}/", handler)
+        app.router.add_route("*", f"/{name}", handler)
+    app.router.add_route("*", "/{provider}/", chat.unknown_provider)
+    app.router.add_route("*", "/{provider}", chat.unknown_provider)
 
 
 def create_app(
@@ -43,8 +43,7 @@ def create_app(
     settings = settings if settings is not None else Settings()
     app = web.Application(
         # The key check is only wired in when keys are configured: no cost on open servers.
-        middlewares=[request_context, render_errors]
-        + ([require_api_key] if settings.api_keys else []),
+        middlewares=[request_context] + ([require_api_key] if settings.api_keys else []),
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -52,6 +51,5 @@ def create_app(
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(providers_context)
     app.on_shutdown.append(_mark_shutting_down)
-    app.on_response_prepare.append(echo_request_id)
     setup_routes(app)
     return app

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from chatproxy.schemas import Name, SamplingFields, Usage, limit_messages
+from chatproxy.schemas import Name, SamplingFields, Usage
 
 
 class ContentPart(BaseModel):
@@ -52,8 +52,6 @@ class OpenAIChatRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any = None
-
-    _not_too_many = field_validator("messages", mode="after")(limit_messages)
 
 
 class AssistantMessage(BaseModel):

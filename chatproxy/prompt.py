@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Literal, Protocol, TypeVar
 
 from chatproxy.schemas import Message
@@ -22,6 +23,12 @@ class Turn(Protocol):
 
 
 T = TypeVar("T", bound=Turn)
+
+
+@lru_cache(maxsize=16)
+def system_message(prompt: str) -> Message:
+    """The operator's prompt as a message; frozen, so one instance serves every request."""
+    return Message(role="system", content=prompt)
 
 
 def apply_system_prompt(
@@ -45,4 +52,4 @@ def apply_system_prompt(
     )
     if keep:
         return kept
-    return [Message(role="system", content=prompt), *kept]
+    return [system_message(prompt), *kept]

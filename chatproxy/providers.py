@@ -11,6 +11,12 @@ from chatproxy.config import PROVIDERS
 from chatproxy.errors import NotFoundError, ServiceUnavailableError
 
 
+def unknown_provider_error(name: str) -> NotFoundError:
+    return NotFoundError(
+        f"unknown provider '{name}'; known providers: {', '.join(PROVIDERS)}", param="provider"
+    )
+
+
 class ModelsCache:
     """Upstream model lists kept for `ttl` seconds; concurrent misses share one fetch."""
 
@@ -62,18 +68,11 @@ class Providers:
     def add(self, client: ChatClient) -> None:
         self.clients[client.name] = client
 
-    def lookup(self, name: str) -> ChatClient | None:
-        """The client for `name` (None when it is off); unknown names are a 404."""
-        if name not in PROVIDERS:
-            raise NotFoundError(
-                f"unknown provider '{name}'; known providers: {', '.join(PROVIDERS)}",
-                param="provider",
-            )
-        return self.clients.get(name)
-
     def get(self, name: str) -> ChatClient:
         """A client that can serve now, or the error saying why not."""
-        client = self.lookup(name)
+        client = self.clients.get(name)
+        if client is None and name not in PROVIDERS:
+            raise unknown_provider_error(name)
         if self.shutting_down:
             raise ServiceUnavailableError("chatproxy is shutting down", retry_after=1)
         if client is None:

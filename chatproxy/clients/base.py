@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatproxy.schemas import Message, Usage
@@ -20,7 +20,7 @@ class CompletionRequest:
     max_tokens: int | None = None
     stop: list[str] | None = None
     # OpenAI fields passed through as they are (presence_penalty, seed, tools, ...), chatgpt only.
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] | None = None
     request_id: str | None = None
     # OpenAI messages as the client sent them (tool calls, tool results, image parts), the
     # system prompt applied; when set, the chatgpt provider sends these instead of `messages`.

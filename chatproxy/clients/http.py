@@ -76,9 +76,9 @@ def encode_json_body(kwargs: dict[str, Any]) -> None:
     """Encode a `json=` body once, with pydantic-core (about 3x faster than json.dumps)."""
     if "json" in kwargs:
         kwargs["data"] = pydantic_core.to_json(kwargs.pop("json"))
-        headers = dict(kwargs.get("headers") or {})
-        headers.setdefault("Content-Type", "application/json")
-        kwargs["headers"] = headers
+        headers = kwargs.get("headers") or {}
+        if "Content-Type" not in headers:
+            kwargs["headers"] = {**headers, "Content-Type": "application/json"}
 
 
 class Upstream:

@@ -21,12 +21,17 @@ def chat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
         "messages": request.raw_messages
         if request.raw_messages is not None
         else [{"role": m.role, "content": m.content} for m in request.messages],
-        **request.extra,
     }
-    for key in ("temperature", "top_p", "max_tokens", "stop"):
-        value = getattr(request, key)
-        if value is not None:
-            payload[key] = value
+    if request.extra:
+        payload.update(request.extra)
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.max_tokens is not None:
+        payload["max_tokens"] = request.max_tokens
+    if request.stop is not None:
+        payload["stop"] = request.stop
     if stream:
         payload["stream"] = True
     return payload

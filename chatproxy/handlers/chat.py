@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import pydantic_core
 from aiohttp import web
 
-from chatproxy.clients.base import CompletionRequest, Delta
-from chatproxy.config import PROVIDERS as PROVIDER_NAMES
+from chatproxy.clients.base import Completion, CompletionRequest, Delta
 from chatproxy.errors import ChatProxyError, MethodNotAllowedError, NotFoundError
-from chatproxy.handlers.common import json_response, parse_body
+from chatproxy.handlers.common import check_message_count, parse_body
 from chatproxy.handlers.streaming import StreamResult, error_event_data, relay, sse
 from chatproxy.keys import PROVIDERS, SETTINGS
 from chatproxy.logs import request_id_var
 from chatproxy.prompt import apply_system_prompt
+from chatproxy.providers import unknown_provider_error
 from chatproxy.schemas import ChatRequest, ChatResponse, Message, Usage
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class NativeFramer:
@@ -49,40 +54,57 @@ def stop_list(stop: list[str] | str | None) -> list[str] | None:
     return [stop] if isinstance(stop, str) else stop
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    """Serves every method on `/{name}` so a stray GET is a 404 or 405 that says which."""
-    providers = request.app[PROVIDERS]
-    settings = request.app[SETTINGS]
-    name = request.match_info["provider"]
+async def unknown_provider(request: web.Request) -> web.StreamResponse:
+    """`/{name}/` for a name that is not a provider: a chat request learns the known ones."""
     if request.method != "POST":
-        if name not in PROVIDER_NAMES:
-            raise NotFoundError(f"no route for {request.method} {request.path}")
-        raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}; use POST")
-    providers.lookup(name)
-    body = await parse_body(request, ChatRequest, max_messages=settings.max_messages)
-    client = providers.get(name)
-    messages = apply_system_prompt(
-        body.messages, settings.system_prompt_for(name), settings.system_prompt_mode
-    )
-    call = CompletionRequest(
-        model=body.model or client.default_model,
-        messages=messages,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        max_tokens=body.max_tokens,
-        stop=stop_list(body.stop),
-        request_id=request_id_var.get(),
-    )
-    with providers.track(name):
-        if body.stream:
-            return await relay(request, client.stream(call), NativeFramer(call.model, messages))
-        completion = await client.complete(call)
-    reply = Message(role="assistant", content=completion.content)
-    return json_response(
-        ChatResponse(
-            model=completion.model,
-            messages=[*messages, reply],
-            usage=completion.usage,
-            finish_reason=completion.finish_reason,
+        raise NotFoundError(f"no route for {request.method} {request.path}")
+    raise unknown_provider_error(request.match_info["provider"])
+
+
+def chat_handler(name: str) -> Handler:
+    """The handler of `/{name}/`: one per provider, so routing is a dict lookup, not a regex.
+
+    It serves every method so that a stray GET is a 405 that says which method to use.
+    """
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            raise MethodNotAllowedError(
+                f"{request.method} is not allowed on {request.path}; use POST"
+            )
+        app = request.app
+        providers, settings = app[PROVIDERS], app[SETTINGS]
+        body = await parse_body(request, ChatRequest, settings.max_body_bytes)
+        check_message_count(body.messages, settings.max_messages)
+        client = providers.get(name)
+        messages = apply_system_prompt(
+            body.messages, settings.system_prompt_for(name), settings.system_prompt_mode
         )
-    )
+        call = CompletionRequest(
+            model=body.model or client.default_model,
+            messages=messages,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            max_tokens=body.max_tokens,
+            stop=stop_list(body.stop),
+            request_id=request_id_var.get(),
+        )
+        with providers.track(name):
+            if body.stream:
+                framer = NativeFramer(call.model, messages)
+                return await relay(request, client.stream(call), framer)
+            completion = await client.complete(call)
+        return chat_response(completion, messages)
+
+    return chat
+
+
+def chat_response(completion: Completion, sent: list[Message]) -> web.Response:
+    """`ChatResponse`'s JSON, built from a dict: a quarter of the cost of the model's dump."""
+    answer: dict[str, Any] = {
+        "model": completion.model,
+        "messages": [*sent, {"role": "assistant", "content": completion.content}],
+        "usage": completion.usage.as_dict(),
+        "finish_reason": completion.finish_reason,
+    }
+    return web.Response(body=pydantic_core.to_json(answer), content_type="application/json")

@@ -12,7 +12,7 @@ from aiohttp import web
 from chatproxy.clients.base import CompletionRequest, Delta
 from chatproxy.errors import ChatProxyError
 from chatproxy.handlers.chat import stop_list
-from chatproxy.handlers.common import json_response, parse_body
+from chatproxy.handlers.common import check_message_count, json_response, parse_body
 from chatproxy.handlers.meta import model_cards
 from chatproxy.handlers.streaming import StreamResult, relay, sse
 from chatproxy.keys import PROVIDERS, SETTINGS
@@ -85,7 +85,8 @@ class OpenAIFramer:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     providers = request.app[PROVIDERS]
-    body = await parse_body(request, OpenAIChatRequest, max_messages=settings.max_messages)
+    body = await parse_body(request, OpenAIChatRequest, settings.max_body_bytes)
+    check_message_count(body.messages, settings.max_messages)
     provider, model = await route_model(body.model, providers, settings.default_provider)
     check_supported(body, provider)
     prompt, mode = settings.system_prompt_for(provider), settings.system_prompt_mode

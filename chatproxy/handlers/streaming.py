@@ -12,6 +12,7 @@ from aiohttp import web
 
 from chatproxy.clients.base import Delta
 from chatproxy.errors import ChatProxyError
+from chatproxy.logs import REQUEST_ID_HEADER, request_id_var
 from chatproxy.schemas import Usage
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ async def relay(
         await deltas.aclose()
         raise
     response = web.StreamResponse(headers=SSE_HEADERS)
+    # The middleware sets the id on responses it sees before they are sent; a stream is sent
+    # from here, so it carries its own.
+    response.headers[REQUEST_ID_HEADER] = request_id_var.get()
     await response.prepare(request)
     result = StreamResult()
     try:
