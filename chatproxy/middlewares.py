@@ -20,11 +20,11 @@ from chatproxy.errors import (
     PayloadTooLargeError,
 )
 from chatproxy.keys import SETTINGS
-from chatproxy.logs import REQUEST_ID_HEADER, request_id_var
+from chatproxy.logs import REQUEST_ID_HEADER, AccessLog, request_id_var
 from chatproxy.schemas import ErrorResponse
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-log = logging.getLogger("chatproxy.access")
+access_log = AccessLog()
 error_log = logging.getLogger("chatproxy.errors")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/redoc", "/openapi.json", "/"})
@@ -120,14 +120,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s %d %.1fms",
-                request.method,
-                request.path,
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
+        access_log(request.method, request.path, status, (time.perf_counter() - started) * 1000)
         request_id_var.reset(token)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatproxy.keys import SETTINGS
-from chatproxy.logs import setup_logging
+from chatproxy.logs import (
+    AccessLog,
+    JsonFormatter,
+    LineHandler,
+    RedactingFormatter,
+    request_id_var,
+    setup_logging,
+    sole_line_handler,
+)
 from chatproxy.redact import _PATTERNS, Redactor, may_hold_credentials
 from tests.conftest import OPENAI_KEY, Proxy
 from tests.fakes.openai_server import FakeOpenAI, reply, status
@@ -135,10 +144,125 @@ def test_the_quick_filter_never_skips_a_credential(text: str) -> None:
 
 
 def test_cached_timestamps_match_the_standard_format() -> None:
-    from chatproxy.logs import RedactingFormatter
-
     ours, standard = RedactingFormatter(Redactor()), logging.Formatter()
     for created in (1_700_000_000.25, 1_700_000_000.999, 1_700_000_001.0):
         record = logging.LogRecord("x", logging.INFO, "f", 1, "m", None, None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert ours.formatTime(record) == standard.formatTime(record)
+
+
+@pytest.fixture
+def own_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger tree whose only handler is ours, as in the real process."""
+    parent = logging.getLogger("acctest")
+    parent.propagate = False
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+    handler.setFormatter(RedactingFormatter(Redactor(["sk-static-secret"])))
+    parent.setLevel(logging.INFO)
+    saved = parent.handlers
+    # pytest hangs its capture handlers on every logger that does not propagate, and does so
+    # after fixtures run: a fresh list, read at each call, keeps them out of this tree.
+    parent.handlers = _OnlyOurs([handler])
+    yield logging.getLogger("acctest.access"), stream
+    parent.handlers = saved
+    parent.filters.clear()
+    parent.propagate = True
+
+
+class _OnlyOurs(list[logging.Handler]):
+    """A handler list that ignores additions from outside the test (pytest's capture)."""
+
+    def append(self, handler: logging.Handler) -> None:
+        if isinstance(handler, LineHandler):
+            super().append(handler)
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _without_time(line: str) -> str:
+    return line.split(" ", 2)[2]
+
+
+@pytest.mark.parametrize("fmt", [RedactingFormatter, JsonFormatter])
+def test_access_line_direct_path_writes_what_logging_writes(
+    own_logger: tuple[logging.Logger, io.StringIO], fmt: type[RedactingFormatter]
+) -> None:
+    logger, stream = own_logger
+    handler = logger.parent.handlers[0]  # type: ignore[union-attr]
+    handler.setFormatter(fmt(Redactor(["sk-static-secret"])))
+    assert sole_line_handler(logger) is handler
+    token = request_id_var.set("rid-1")
+    try:
+        AccessLog(logger)("POST", "/chatgpt/", 200, 1.25)
+        logger.info("%s %s %d %.1fms", "POST", "/chatgpt/", 200, 1.25)  # through a LogRecord
+    finally:
+        request_id_var.reset(token)
+    direct, through_logging = stream.getvalue().splitlines()
+    if fmt is JsonFormatter:
+        first, second = json.loads(direct), json.loads(through_logging)
+        assert first.pop("ts")[:16] == second.pop("ts")[:16]
+        assert first == second
+        assert first["message"] == "POST /chatgpt/ 200 1.2ms"
+    else:
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", direct)
+        assert _without_time(direct) == _without_time(through_logging)
+        assert _without_time(direct) == "INFO acctest.access [rid-1] POST /chatgpt/ 200 1.2ms"
+
+
+def test_access_line_scrubs_secrets_in_the_path(
+    own_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = own_logger
+    AccessLog(logger)("GET", "/sk-static-secret/x", 404, 0.1)
+    AccessLog(logger)("GET", "/x/api_key=abcdef", 404, 0.1)
+    text = stream.getvalue()
+    assert "sk-static-secret" not in text and "abcdef" not in text
+    assert text.count("***") == 2
+
+
+def test_access_line_defers_to_logging_when_anything_else_listens(
+    own_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = own_logger
+    extra = Collect()
+    logger.addHandler(extra)
+    try:
+        assert sole_line_handler(logger) is None
+        AccessLog(logger)("POST", "/ernie/", 502, 3.0)
+    finally:
+        logger.removeHandler(extra)
+    assert [r.getMessage() for r in extra.records] == ["POST /ernie/ 502 3.0ms"]
+    assert "POST /ernie/ 502 3.0ms" in stream.getvalue()
+
+
+def test_access_line_honours_levels_and_filters(
+    own_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = own_logger
+    parent = logger.parent
+    assert parent is not None
+    parent.setLevel(logging.WARNING)
+    AccessLog(logger)("POST", "/chatgpt/", 200, 1.0)
+    assert stream.getvalue() == ""
+    parent.setLevel(logging.INFO)
+    # An operator silencing probes: a filter on the access logger, or on the handler.
+    logger.addFilter(lambda record: "/health" not in record.getMessage())
+    assert sole_line_handler(logger) is None
+    AccessLog(logger)("GET", "/health", 200, 1.0)
+    AccessLog(logger)("GET", "/ready", 200, 1.0)
+    logger.filters.clear()
+    handler = parent.handlers[0]
+    handler.addFilter(lambda record: "/metrics" not in record.getMessage())
+    assert sole_line_handler(logger) is None
+    AccessLog(logger)("GET", "/metrics", 200, 1.0)
+    handler.filters.clear()
+    text = stream.getvalue()
+    assert "/health" not in text and "/metrics" not in text and "GET /ready 200" in text

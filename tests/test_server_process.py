@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,6 +139,9 @@ async def test_sigterm_drains_in_flight_requests(
     output = proc.stdout.read().decode()
     assert "sk-test-key-123456" not in output
     assert "listening on" in output
+    # The access line, written by AccessLog's direct path (no other handler in a real process).
+    access = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO chatproxy\.access \[[0-9a-f]{32}\] "
+    assert re.search(access + r"POST /chatgpt/ 200 \d+\.\dms$", output, re.M), output
 
 
 def test_console_script_is_installed() -> None:
