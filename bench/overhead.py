@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,10 @@ wrk.body = {json.dumps(BODY)}
 wrk.headers["Content-Type"] = "application/json"
 """
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
 
 
 @dataclass
@@ -122,15 +127,45 @@ def load(url: str, connections: int, seconds: float) -> Run:
     return asyncio.run(_python_load(url, connections, seconds))
 
 
+@dataclass
+class Round:
+    """One round at one connection count: direct, bare pass-through and chatproxy in turn."""
+
+    direct: Run
+    proxy: Run
+    proxy_cpu: float
+    bare_cpu: float
+
+
+def one_round(urls: tuple[str, str, str], pids: tuple[int, int], conns: int, secs: float) -> Round:
+    direct_url, bare_url, proxy_url = urls
+    bare_pid, proxy_pid = pids
+    direct = load(direct_url, conns, secs)
+    before = cpu_seconds(bare_pid)
+    bare = load(bare_url, conns, secs)
+    bare_cpu = (cpu_seconds(bare_pid) - before) / max(bare.requests, 1)
+    before = cpu_seconds(proxy_pid)
+    through = load(proxy_url, conns, secs)
+    proxy_cpu = (cpu_seconds(proxy_pid) - before) / max(through.requests, 1)
+    assert through.errors == 0, f"{through.errors} failed requests through chatproxy"
+    return Round(direct, through, proxy_cpu, bare_cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per load run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="alternating rounds per connection count; the table shows their medians",
+    )
     parser.add_argument("--connections", default="1,16,64")
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
     print(f"load generator: {'wrk' if shutil.which('wrk') else 'python (skews CPU figures)'}")
     with (
-        mock_upstream() as (upstream, mock_pid),
+        mock_upstream() as (upstream, _),
         chatproxy(upstream) as (url, proxy, startup),
         passthrough(upstream) as (bare_url, bare_pid),
     ):
@@ -144,29 +179,33 @@ def main() -> None:
         )
         print(
             "CPU/req: CPU time of that process divided by requests served; 'bare' is a "
-            "minimal aiohttp pass-through proxy (bench/passthrough.py)"
+            "minimal aiohttp pass-through proxy (bench/passthrough.py). Medians of "
+            f"{args.rounds} rounds of {args.seconds:g} s each, direct, bare and chatproxy "
+            "taking turns, so that the VM's drift reaches all three alike; the range is "
+            "chatproxy's CPU/req over the rounds."
         )
         print(
             f"{'conns':>5} {'direct rps':>10} {'proxy rps':>9} {'+p50 ms':>8} {'+p99 ms':>8} "
-            f"{'proxy CPU/req ms':>16} {'bare CPU/req ms':>15} {'proxy/bare':>10}"
+            f"{'proxy CPU/req ms':>16} {'bare CPU/req ms':>15} {'proxy/bare':>10} "
+            f"{'CPU/req range':>15}"
         )
+        urls = (f"{upstream}/chat/completions", f"{bare_url}/chatgpt/", f"{url}/chatgpt/")
         for connections in levels:
-            direct = load(f"{upstream}/chat/completions", connections, args.seconds)
-            before = cpu_seconds(bare_pid)
-            bare = load(f"{bare_url}/chatgpt/", connections, args.seconds)
-            bare_cpu = (cpu_seconds(bare_pid) - before) / max(bare.requests, 1)
-            before = cpu_seconds(proxy.pid)
-            through = load(f"{url}/chatgpt/", connections, args.seconds)
-            proxy_cpu = (cpu_seconds(proxy.pid) - before) / max(through.requests, 1)
-            assert through.errors == 0, f"{through.errors} failed requests through chatproxy"
+            rounds = [
+                one_round(urls, (bare_pid, proxy.pid), connections, args.seconds)
+                for _ in range(args.rounds)
+            ]
+            cpu = sorted(r.proxy_cpu * 1000 for r in rounds)
             print(
-                f"{connections:>5} {direct.rps:>10.0f} {through.rps:>9.0f} "
-                f"{through.p50_ms - direct.p50_ms:>8.3f} {through.p99_ms - direct.p99_ms:>8.3f} "
-                f"{proxy_cpu * 1000:>16.3f} {bare_cpu * 1000:>15.3f} "
-                f"{proxy_cpu / bare_cpu:>10.2f}"
+                f"{connections:>5} {median(r.direct.rps for r in rounds):>10.0f} "
+                f"{median(r.proxy.rps for r in rounds):>9.0f} "
+                f"{median(r.proxy.p50_ms - r.direct.p50_ms for r in rounds):>8.3f} "
+                f"{median(r.proxy.p99_ms - r.direct.p99_ms for r in rounds):>8.3f} "
+                f"{median(cpu):>16.3f} {median(r.bare_cpu * 1000 for r in rounds):>15.3f} "
+                f"{median(r.proxy_cpu / r.bare_cpu for r in rounds):>10.2f} "
+                f"{f'{cpu[0]:.3f}-{cpu[-1]:.3f}':>15}"
             )
         print(f"chatproxy RSS after load: {rss_mb(proxy.pid):.1f} MB")
-        _ = mock_pid
 
 
 if __name__ == "__main__":

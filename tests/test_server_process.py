@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import signal
@@ -148,3 +149,16 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "chatproxy"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "--local-model" in out.stdout
+
+
+async def test_settle_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
+    from chatproxy.__main__ import GC_YOUNG_THRESHOLD, settle_gc
+
+    threshold = gc.get_threshold()
+    try:
+        await settle_gc(object())
+        assert gc.get_freeze_count() > 1000, "modules and settings are out of the collector's way"
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
