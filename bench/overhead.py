@@ -132,6 +132,7 @@ class Round:
     """One round at one connection count: direct, bare pass-through and chatproxy in turn."""
 
     direct: Run
+    bare: Run
     proxy: Run
     proxy_cpu: float
     bare_cpu: float
@@ -148,7 +149,7 @@ def one_round(urls: tuple[str, str, str], pids: tuple[int, int], conns: int, sec
     through = load(proxy_url, conns, secs)
     proxy_cpu = (cpu_seconds(proxy_pid) - before) / max(through.requests, 1)
     assert through.errors == 0, f"{through.errors} failed requests through chatproxy"
-    return Round(direct, through, proxy_cpu, bare_cpu)
+    return Round(direct, bare, through, proxy_cpu, bare_cpu)
 
 
 def main() -> None:
@@ -186,6 +187,7 @@ def main() -> None:
         )
         print(
             f"{'conns':>5} {'direct rps':>10} {'proxy rps':>9} {'+p50 ms':>8} {'+p99 ms':>8} "
+            f"{'bare +p50':>9} "
             f"{'proxy CPU/req ms':>16} {'bare CPU/req ms':>15} {'proxy/bare':>10} "
             f"{'CPU/req range':>15}"
         )
@@ -201,6 +203,7 @@ def main() -> None:
                 f"{median(r.proxy.rps for r in rounds):>9.0f} "
                 f"{median(r.proxy.p50_ms - r.direct.p50_ms for r in rounds):>8.3f} "
                 f"{median(r.proxy.p99_ms - r.direct.p99_ms for r in rounds):>8.3f} "
+                f"{median(r.bare.p50_ms - r.direct.p50_ms for r in rounds):>9.3f} "
                 f"{median(cpu):>16.3f} {median(r.bare_cpu * 1000 for r in rounds):>15.3f} "
                 f"{median(r.proxy_cpu / r.bare_cpu for r in rounds):>10.2f} "
                 f"{f'{cpu[0]:.3f}-{cpu[-1]:.3f}':>15}"

@@ -40,7 +40,8 @@ class ModelsCache:
 
 
 class InFlight:
-    """Counts a request in flight for `/status` (a plain class: cheaper than a generator)."""
+    """Counts requests in flight for `/status`. It keeps no state per use, so one instance
+    per provider serves every request (a plain class: cheaper than a generator)."""
 
     __slots__ = ("counts", "name")
 
@@ -62,6 +63,7 @@ class Providers:
         self.clients: dict[str, ChatClient] = {}
         self.missing: dict[str, str] = {}
         self.in_flight: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
+        self._trackers = {name: InFlight(self.in_flight, name) for name in PROVIDERS}
         self.models_cache = ModelsCache(models_ttl)
         self.shutting_down = False
 
@@ -87,7 +89,7 @@ class Providers:
         return client
 
     def track(self, name: str) -> InFlight:
-        return InFlight(self.in_flight, name)
+        return self._trackers[name]
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         states: dict[str, str] = {}
