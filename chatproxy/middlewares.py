@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -27,6 +28,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 access_log = AccessLog()
 error_log = logging.getLogger("chatproxy.errors")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# nginx's status for a request whose client closed the connection first; access lines only.
+CLIENT_CLOSED_REQUEST = 499
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/redoc", "/openapi.json", "/"})
 PUBLIC_PREFIXES = ("/static/", "/docs/")
 
@@ -111,8 +114,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     try:
         try:
             response = await handler(request)
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST  # the client went away and aiohttp cancelled us
+            raise
         except web.HTTPException as exc:
-            if exc.status < 400:
+            if exc.status < 400:  # a redirect: aiohttp sends it as it is
+                status = exc.status
+                exc.headers[REQUEST_ID_HEADER] = request_id
                 raise
             response = _render(exc, request)
         except Exception as exc:

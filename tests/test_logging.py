@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,7 +26,7 @@ from chatproxy.logs import (
 )
 from chatproxy.redact import _PATTERNS, Redactor, may_hold_credentials
 from tests.conftest import OPENAI_KEY, Proxy
-from tests.fakes.openai_server import FakeOpenAI, reply, status
+from tests.fakes.openai_server import FakeOpenAI, hang, reply, status
 
 USER = {"role": "user", "content": "hi"}
 
@@ -51,6 +53,25 @@ async def test_request_id_is_echoed_or_generated(proxy: Proxy, log_stream: io.St
     lines = log_stream.getvalue().splitlines()
     assert any("[abc-123]" in line and "POST /chatgpt/ 200" in line for line in lines)
     assert any(f"[{generated}]" in line for line in lines)
+
+
+async def test_a_client_that_leaves_is_logged_as_499(
+    proxy: Proxy, fake_openai: FakeOpenAI, log_stream: io.StringIO
+) -> None:
+    fake_openai.default = hang(5.0)
+    client = await proxy()
+    with pytest.raises(TimeoutError):
+        await client.post(
+            "/chatgpt/",
+            json={"messages": [USER]},
+            headers={"X-Request-ID": "gone-1"},
+            timeout=aiohttp.ClientTimeout(total=0.3),
+        )
+    for _ in range(100):
+        if "[gone-1]" in log_stream.getvalue():
+            break
+        await asyncio.sleep(0.02)
+    assert "[gone-1] POST /chatgpt/ 499 " in log_stream.getvalue()
 
 
 async def test_request_id_reaches_the_upstream_and_error_bodies(
