@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     upstream_first_byte_timeout: float | None = Field(None, gt=0)
     upstream_read_timeout: float = Field(30.0, gt=0)
     upstream_retries: int = Field(2, ge=0, le=10)
+    # A secret: proxy URLs often carry a password (http://user:pass@proxy:3128).
+    upstream_proxy: SecretStr | None = None
     models_cache_ttl: float = Field(300.0, ge=0)
     shutdown_timeout: float = Field(30.0, ge=0)
 
@@ -112,6 +114,13 @@ class Settings(BaseSettings):
         """Accept the older proxy's full `.../chat/completions` URLs as base URLs."""
         url = url.rstrip("/")
         return url.removesuffix("/chat/completions")
+
+    @field_validator("upstream_proxy", mode="after")
+    @classmethod
+    def _http_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://proxy:3128")
+        return value
 
     @field_validator("local_model", "history_store", mode="before")
     @classmethod
@@ -144,6 +153,7 @@ class Settings(BaseSettings):
             self.gigachat_credentials,
             self.ernie_api_key,
             self.ernie_secret_key,
+            self.upstream_proxy,
         ]
         found = [v.get_secret_value() for v in values if v is not None]
         return [s for s in (*found, *self.api_keys) if len(s) >= 4]

@@ -46,6 +46,11 @@ class Redactor:
         # Tokens fetched at run time (OAuth access tokens); old ones expire, so keep a few.
         self._runtime: deque[str] = deque(maxlen=MAX_RUNTIME_SECRETS)
 
+    def keep(self, secret: str) -> None:
+        """A secret learnt at start-up that stays valid for the process's life."""
+        if secret and secret not in self._static:
+            self._static = (*self._static, secret)
+
     def add(self, secret: str) -> None:
         if secret and secret not in self._runtime:
             self._runtime.append(secret)

@@ -13,6 +13,7 @@ from chatproxy.clients.ernie import ErnieClient
 from chatproxy.clients.gigachat import GigaChatClient
 from chatproxy.clients.http import Timeouts, Upstream
 from chatproxy.clients.openai import OpenAIClient
+from chatproxy.clients.proxy import ProxyRules
 from chatproxy.config import Settings
 from chatproxy.keys import PROVIDERS, REDACTOR, SETTINGS
 from chatproxy.providers import Providers
@@ -32,24 +33,47 @@ def timeouts_from(settings: Settings) -> Timeouts:
     )
 
 
+def proxy_rules(settings: Settings, redactor: Redactor) -> ProxyRules:
+    """UPSTREAM_PROXY, else the environment's proxy variables, read once for the process."""
+    explicit = settings.upstream_proxy.get_secret_value() if settings.upstream_proxy else None
+    rules = ProxyRules(explicit)
+    for password in rules.passwords():
+        redactor.keep(password)
+    return rules
+
+
 def make_upstream(
-    settings: Settings, redactor: Redactor, provider: str, ssl_context: ssl.SSLContext | bool = True
+    settings: Settings,
+    redactor: Redactor,
+    provider: str,
+    ssl_context: ssl.SSLContext | bool = True,
+    *,
+    proxies: ProxyRules | None = None,
 ) -> Upstream:
     """One reused session per provider, with its own connection pool."""
     connector = aiohttp.TCPConnector(limit=256, ssl=ssl_context)
-    # No trust_env: it sends a proxy and netrc lookup to a thread on every request (~1 ms CPU).
+    # No trust_env: it sends a proxy and netrc lookup to a thread on every request (~1 ms
+    # CPU). ProxyRules reads the same proxy variables once instead.
     session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": "chatproxy"})
-    return Upstream(session, provider=provider, timeouts=timeouts_from(settings), redactor=redactor)
+    return Upstream(
+        session,
+        provider=provider,
+        timeouts=timeouts_from(settings),
+        redactor=redactor,
+        proxies=proxies,
+    )
 
 
-def add_openai(providers: Providers, settings: Settings, redactor: Redactor) -> None:
+def add_openai(
+    providers: Providers, settings: Settings, redactor: Redactor, proxies: ProxyRules
+) -> None:
     # Self-hosted OpenAI-compatible servers (vLLM, Ollama) often need no key at all.
     if settings.openai_api_key is None and OPENAI_DEFAULT_HOST in settings.openai_base_url:
         providers.missing["chatgpt"] = "set OPENAI_API_KEY"
         return
     providers.add(
         OpenAIClient(
-            make_upstream(settings, redactor, "chatgpt"),
+            make_upstream(settings, redactor, "chatgpt", proxies=proxies),
             base_url=settings.openai_base_url,
             api_key=settings.openai_api_key,
             default_model=settings.openai_model,
@@ -70,7 +94,9 @@ def gigachat_tls(settings: Settings) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(settings.gigachat_ca_bundle))
 
 
-def add_gigachat(providers: Providers, settings: Settings, redactor: Redactor) -> None:
+def add_gigachat(
+    providers: Providers, settings: Settings, redactor: Redactor, proxies: ProxyRules
+) -> None:
     if settings.gigachat_credentials is None:
         providers.missing["gigachat"] = "set GIGACHAT_CREDENTIALS (the base64 authorization key)"
         return
@@ -84,7 +110,7 @@ def add_gigachat(providers: Providers, settings: Settings, redactor: Redactor) -
         return
     providers.add(
         GigaChatClient(
-            make_upstream(settings, redactor, "gigachat", tls),
+            make_upstream(settings, redactor, "gigachat", tls, proxies=proxies),
             base_url=settings.gigachat_base_url,
             auth_url=settings.gigachat_auth_url,
             credentials=settings.gigachat_credentials,
@@ -94,7 +120,9 @@ def add_gigachat(providers: Providers, settings: Settings, redactor: Redactor) -
     )
 
 
-def add_ernie(providers: Providers, settings: Settings, redactor: Redactor) -> None:
+def add_ernie(
+    providers: Providers, settings: Settings, redactor: Redactor, proxies: ProxyRules
+) -> None:
     if settings.ernie_api_key is None or settings.ernie_secret_key is None:
         unset = [
             name
@@ -108,7 +136,7 @@ def add_ernie(providers: Providers, settings: Settings, redactor: Redactor) -> N
         return
     providers.add(
         ErnieClient(
-            make_upstream(settings, redactor, "ernie"),
+            make_upstream(settings, redactor, "ernie", proxies=proxies),
             base_url=settings.ernie_base_url,
             auth_url=settings.ernie_auth_url,
             api_key=settings.ernie_api_key,
@@ -152,12 +180,17 @@ async def providers_context(app: web.Application) -> AsyncIterator[None]:
     """Open every configured provider's client for the app's lifetime, then close them."""
     settings, redactor = app[SETTINGS], app[REDACTOR]
     providers = Providers(models_ttl=settings.models_cache_ttl)
-    add_openai(providers, settings, redactor)
-    add_gigachat(providers, settings, redactor)
-    add_ernie(providers, settings, redactor)
+    proxies = proxy_rules(settings, redactor)
+    add_openai(providers, settings, redactor, proxies)
+    add_gigachat(providers, settings, redactor, proxies)
+    add_ernie(providers, settings, redactor, proxies)
     add_local(providers, settings)
     app[PROVIDERS] = providers
     log.info("providers on: %s", ", ".join(providers.clients) or "none")
+    for name, client in providers.clients.items():
+        via = client.status().get("proxy")
+        if via:
+            log.info("%s: upstream calls go through the proxy %s", name, via)
     for name, reason in providers.missing.items():
         log.info("provider %s is off: %s", name, reason)
     yield

@@ -54,6 +54,10 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     }
     for name in names:
         monkeypatch.delenv(name.upper(), raising=False)
+    # A proxy in the developer's shell would carry the tests' loopback calls away.
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.chdir(tmp_path)
 
 

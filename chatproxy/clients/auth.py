@@ -149,7 +149,11 @@ class OAuthClient:
         return None
 
     def status(self) -> dict[str, Any]:
-        return {"base_url": public_url(self.base_url), **self.tokens.status()}
+        return {
+            "base_url": public_url(self.base_url),
+            **self.upstream.proxy_status(self.base_url),
+            **self.tokens.status(),
+        }
 
     async def close(self) -> None:
         await self.tokens.close()

@@ -14,6 +14,7 @@ import pydantic_core
 from yarl import URL
 
 from chatproxy.clients.constants import MAX_RETRY_AFTER, MAX_UPSTREAM_MESSAGE
+from chatproxy.clients.proxy import ProxyRules
 from chatproxy.clients.retry import parse_retry_after, retry_delay, should_retry
 from chatproxy.errors import (
     UpstreamAuthError,
@@ -91,14 +92,26 @@ class Upstream:
         provider: str,
         timeouts: Timeouts,
         redactor: Redactor,
+        proxies: ProxyRules | None = None,
     ) -> None:
         self.session = session
         self.provider = provider
         self.timeouts = timeouts
         self.redact = redactor
+        self.proxies = proxies or ProxyRules(environment={})
         self._client_timeout = aiohttp.ClientTimeout(
             total=None, connect=timeouts.connect, sock_connect=timeouts.connect
         )
+
+    def _prepare(self, url: str | URL, kwargs: dict[str, Any]) -> None:
+        encode_json_body(kwargs)
+        if self.proxies.active:
+            kwargs["proxy"] = self.proxies.for_url(url)
+
+    def proxy_status(self, url: str) -> dict[str, str]:
+        """`{"proxy": ...}` for `/status` when calls to `url` go through one."""
+        proxy = self.proxies.for_url(url) if self.proxies.active else None
+        return {"proxy": public_url(proxy)} if proxy else {}
 
     def status_error(self, status: int, body: bytes, headers: Any = None) -> UpstreamStatusError:
         """Map an upstream error status to the error the client sees."""
@@ -133,7 +146,7 @@ class Upstream:
         `check` inspects a 200 body and may raise: ERNIE reports its errors that way, and an
         `UpstreamStatusError` it raises is retried like the HTTP status it names.
         """
-        encode_json_body(kwargs)
+        self._prepare(url, kwargs)
 
         async def attempt() -> Any:
             async with self.session.request(
@@ -161,7 +174,7 @@ class Upstream:
 
         `check` may read a 200 answer that is not a stream (ERNIE's errors) and raise.
         """
-        encode_json_body(kwargs)
+        self._prepare(url, kwargs)
 
         async def attempt() -> aiohttp.ClientResponse:
             resp = await self.session.request(method, url, timeout=self._client_timeout, **kwargs)
@@ -207,6 +220,11 @@ class Upstream:
             except (aiohttp.ClientConnectionError, ConnectionError) as exc:
                 reason = self.redact(str(exc)) or type(exc).__name__
                 error = UpstreamConnectionError(f"could not reach {self.provider}: {reason}")
+            except aiohttp.ClientHttpProxyError as exc:
+                raise UpstreamConnectionError(
+                    f"the proxy refused to carry the call to {self.provider}: HTTP {exc.status} "
+                    f"{self.redact(exc.message)}"
+                ) from None
             except aiohttp.ClientResponseError as exc:
                 raise UpstreamResponseError(
                     f"{self.provider} sent a malformed HTTP answer: {self.redact(exc.message)}"

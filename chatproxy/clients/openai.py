@@ -73,7 +73,7 @@ class OpenAIClient:
         return None
 
     def status(self) -> dict[str, Any]:
-        return {"base_url": public_url(self.base_url)}
+        return {"base_url": public_url(self.base_url), **self.upstream.proxy_status(self.base_url)}
 
     async def close(self) -> None:
         await self.upstream.session.close()
