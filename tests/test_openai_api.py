@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import openai
 import pytest
 
+from chatproxy.openai_schemas import ChatCompletion
 from tests.conftest import Client, Proxy
 from tests.fakes.openai_server import (
     FakeOpenAI,
@@ -51,6 +53,20 @@ async def test_sync_sdk_completion(proxy: Proxy, fake_openai: FakeOpenAI) -> Non
     assert sent["model"] == "gpt-4o"
     assert sent["messages"][0]["role"] == "system", "the same system prompt rule as native"
     assert sent["user"] == "u-1" and sent["seed"] == 3
+
+
+async def test_the_answer_keeps_to_the_chat_completion_schema(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """The handler builds its JSON by hand; ChatCompletion is the contract it must keep."""
+    client = await proxy()
+    resp = await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [USER]})
+    body = await resp.read()
+    completion = ChatCompletion.model_validate_json(body)
+    assert completion.choices[0].message.content == "Hello!"
+    assert completion.id.startswith("chatcmpl-") and len(completion.id) == 41
+    as_built = json.loads(body)
+    assert as_built == completion.model_dump(mode="json", exclude_unset=True), "no stray field"
 
 
 async def test_sync_sdk_stream(proxy: Proxy, fake_openai: FakeOpenAI) -> None:
