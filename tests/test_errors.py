@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import Proxy
+from chatproxy.logs import setup_logging
+from chatproxy.redact import Redactor
+from tests.conftest import OPENAI_KEY, Proxy
 from tests.fakes.openai_server import FakeOpenAI
 
 USER = {"role": "user", "content": "hi"}
@@ -134,3 +138,30 @@ async def test_unexpected_bug_is_a_json_500_without_traceback(
     text = await resp.text()
     assert "secret internals" not in text and "Traceback" not in text
     assert (await resp.json())["type"] == "internal_error"
+
+
+async def test_a_bug_is_a_500_in_json_with_its_traceback_in_the_log_scrubbed(
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatproxy.clients.openai import OpenAIClient
+
+    async def broken(self: OpenAIClient, request: object) -> None:
+        raise RuntimeError(f"boom near {OPENAI_KEY}")
+
+    monkeypatch.setattr(OpenAIClient, "complete", broken)
+    stream = io.StringIO()
+    handler = setup_logging("INFO", "text", Redactor([OPENAI_KEY]), stream)
+    try:
+        client = await proxy()
+        resp = await client.post("/chatgpt/", json={"messages": [USER]})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert resp.status == 500
+    assert resp.headers["Content-Type"].startswith("application/json")
+    error = await resp.json()
+    assert error["type"] == "internal_error" and "server log" in error["error"]
+    assert error["request_id"] == resp.headers["X-Request-ID"]
+    log = stream.getvalue()
+    assert "unhandled error on POST /chatgpt/" in log and "RuntimeError: boom near ***" in log
+    assert OPENAI_KEY not in log and OPENAI_KEY not in await resp.text()
+    assert "POST /chatgpt/ 500 " in log
