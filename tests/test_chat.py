@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from chatproxy.config import DEFAULT_SYSTEM_PROMPT
+from chatproxy.schemas import ChatResponse
 from tests.conftest import OPENAI_KEY, Proxy
 from tests.fakes.openai_server import FakeOpenAI, reply
 
@@ -32,6 +34,19 @@ async def test_reply_extends_the_array(proxy: Proxy, fake_openai: FakeOpenAI) ->
     assert sent["temperature"] == 0.3 and sent["max_tokens"] == 50
     assert "top_p" not in sent and "stream" not in sent
     assert fake_openai.headers[0]["Authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+async def test_the_answer_keeps_to_the_chat_response_schema(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """The handler builds its JSON by hand; ChatResponse is the contract it must keep."""
+    client = await proxy()
+    resp = await client.post("/chatgpt/", json={"messages": [USER]})
+    body = await resp.read()
+    answer = ChatResponse.model_validate_json(body)
+    assert [m.role for m in answer.messages] == ["system", "user", "assistant"]
+    assert answer.usage.total_tokens > 0 and answer.finish_reason == "stop"
+    assert json.loads(body) == answer.model_dump(mode="json", exclude_unset=True)
 
 
 async def test_path_without_trailing_slash_and_default_model(
