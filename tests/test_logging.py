@@ -50,9 +50,12 @@ async def test_request_id_is_echoed_or_generated(proxy: Proxy, log_stream: io.St
     assert len(generated) == 32
     resp = await client.get("/health", headers={"X-Request-ID": "bad id\twith junk"})
     assert resp.headers["X-Request-ID"] != "bad id\twith junk"
+    resp = await client.get("/health", headers={"X-Request-ID": f"req-{OPENAI_KEY}"})
+    assert OPENAI_KEY not in resp.headers["X-Request-ID"], "an id holding a secret is replaced"
     lines = log_stream.getvalue().splitlines()
     assert any("[abc-123]" in line and "POST /chatgpt/ 200" in line for line in lines)
     assert any(f"[{generated}]" in line for line in lines)
+    assert OPENAI_KEY not in log_stream.getvalue()
 
 
 async def test_a_client_that_leaves_is_logged_as_499(
