@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from chatproxy.openai_schemas import ChatCompletion
+from chatproxy.openai_schemas import ChatCompletion, ChatCompletionChunk
 from tests.conftest import Client, Proxy
 from tests.fakes.openai_server import (
     FakeOpenAI,
@@ -67,6 +67,42 @@ async def test_the_answer_keeps_to_the_chat_completion_schema(
     assert completion.id.startswith("chatcmpl-") and len(completion.id) == 41
     as_built = json.loads(body)
     assert as_built == completion.model_dump(mode="json", exclude_unset=True), "no stray field"
+
+
+@pytest.mark.parametrize("tools", [False, True])
+async def test_stream_chunks_keep_to_the_chunk_schema(
+    proxy: Proxy, fake_openai: FakeOpenAI, tools: bool
+) -> None:
+    """The framer assembles chunks from bytes; ChatCompletionChunk is their contract."""
+    fake_openai.default = (
+        tool_call_stream("lookup", ['{"q":', '"x"}']) if tools else stream(["При", "вет"])
+    )
+    client = await proxy()
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-4o",
+            "messages": [USER],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    lines = [line for line in (await resp.text()).split("\n\n") if line]
+    assert lines[-1] == "data: [DONE]"
+    payloads = [line.removeprefix("data: ") for line in lines[:-1]]
+    chunks = [ChatCompletionChunk.model_validate_json(payload) for payload in payloads]
+    for payload, chunk in zip(payloads, chunks, strict=True):
+        assert json.loads(payload) == chunk.model_dump(mode="json", exclude_unset=True)
+    assert len({c.id for c in chunks}) == 1 and chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    if tools:  # the fake's tool-call stream reports no usage
+        assert finishes[-1] == "tool_calls"
+        assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+    else:
+        assert finishes[-1] == "stop"
+        assert chunks[-1].usage is not None and chunks[-1].choices == []
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "Привет"
 
 
 async def test_sync_sdk_stream(proxy: Proxy, fake_openai: FakeOpenAI) -> None:
