@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 ALIASES = {"openai": "chatgpt"}
 # The provider that takes OpenAI's messages and tools as they are.
 OPENAI_NATIVE = "chatgpt"
+# Providers that can call tools: OpenAI's way, or GigaChat's functions (translated).
+TOOL_PROVIDERS = frozenset({"chatgpt", "gigachat"})
 # OpenAI fields the `chatgpt` provider receives as they are; the others ignore them.
 OPENAI_PASSTHROUGH = (
     "presence_penalty",
@@ -56,7 +58,7 @@ def plain_message(message: OpenAIMessage, index: int) -> Message:
     where = f"messages.{index}"
     if message.role in ("tool", "function") or message.tool_calls:
         raise InvalidRequestError(
-            f"{where}: tool messages need a provider with tools (chatgpt/...)",
+            f"{where}: tool messages need a provider with tools (chatgpt/... or gigachat/...)",
             param=f"{where}.role",
         )
     content = message.content
@@ -92,10 +94,10 @@ def check_supported(body: OpenAIChatRequest, provider: str) -> None:
     if provider == OPENAI_NATIVE:
         return
     for field in ("tools", "functions"):
-        if getattr(body, field):
+        if getattr(body, field) and provider not in TOOL_PROVIDERS:
             raise InvalidRequestError(
                 f"provider '{provider}' does not support {field} through chatproxy; "
-                "use a chatgpt/... model",
+                "use a chatgpt/... or gigachat/... model",
                 param=field,
             )
     wants_json = body.response_format and body.response_format.get("type") != "text"
@@ -105,7 +107,20 @@ def check_supported(body: OpenAIChatRequest, provider: str) -> None:
         )
 
 
+def uses_tools(body: OpenAIChatRequest) -> bool:
+    """Tools offered, or tool calls and results in the conversation."""
+    if body.tools or body.functions:
+        return True
+    return any(m.role in ("tool", "function") or m.tool_calls for m in body.messages)
+
+
 def passthrough_fields(body: OpenAIChatRequest, provider: str) -> dict[str, object]:
-    if provider != OPENAI_NATIVE:
+    """OpenAI fields a provider receives as they were sent: all of them for `chatgpt`, the
+    tool fields for GigaChat's client to translate, none for the others."""
+    if provider == OPENAI_NATIVE:
+        keys: tuple[str, ...] = OPENAI_PASSTHROUGH
+    elif provider in TOOL_PROVIDERS:
+        keys = ("tools", "tool_choice", "functions", "function_call")
+    else:
         return {}
-    return {key: getattr(body, key) for key in OPENAI_PASSTHROUGH if getattr(body, key) is not None}
+    return {key: getattr(body, key) for key in keys if getattr(body, key) is not None}

@@ -10,6 +10,13 @@ from pydantic import SecretStr
 
 from chatproxy.clients.auth import OAuthClient
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.gigachat_functions import (
+    adapt_answer,
+    adapt_chunk,
+    function_call_from,
+    functions_from,
+    gigachat_messages,
+)
 from chatproxy.clients.http import Upstream
 from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
 from chatproxy.errors import UpstreamAuthError, UpstreamResponseError
@@ -39,7 +46,16 @@ def gigachat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, A
         top_p=request.top_p,
         max_tokens=request.max_tokens,
     )
+    if request.raw_messages is not None:  # /v1 with tools: OpenAI's messages, translated
+        adapted.raw_messages = gigachat_messages(request.raw_messages)
     payload = chat_payload(adapted, stream=stream)
+    extra = dict(request.extra or {})
+    functions = functions_from(extra)
+    if functions:
+        payload["functions"] = functions
+        function_call = function_call_from(extra, functions)
+        if function_call is not None:
+            payload["function_call"] = function_call
     # GigaChat refuses temperature 0; its documented way to ask for greedy output is top_p 0.
     if request.temperature == 0:
         payload.pop("temperature")
@@ -107,7 +123,7 @@ class GigaChatClient(OAuthClient):
             )
 
         data = await self._with_token(call)
-        return parse_completion(data, provider=self.name, model=request.model)
+        return parse_completion(adapt_answer(data), provider=self.name, model=request.model)
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Delta, None]:
         payload = gigachat_payload(request, stream=True)
@@ -119,7 +135,10 @@ class GigaChatClient(OAuthClient):
             )
 
         resp = await self._with_token(call)
-        async for delta in stream_deltas(resp, provider=self.name, timeouts=self.upstream.timeouts):
+        timeouts = self.upstream.timeouts
+        async for delta in stream_deltas(
+            resp, provider=self.name, timeouts=timeouts, adapt=adapt_chunk
+        ):
             yield delta
 
     async def models(self) -> list[str]:

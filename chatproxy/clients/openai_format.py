@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -13,6 +13,8 @@ from chatproxy.clients.http import Timeouts, upstream_message
 from chatproxy.clients.sse import iter_events
 from chatproxy.errors import UpstreamError, UpstreamResponseError
 from chatproxy.schemas import Usage
+
+ChunkAdapter = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def chat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
@@ -70,8 +72,11 @@ def parse_completion(data: Any, *, provider: str, model: str) -> Completion:
         ) from None
 
 
-def parse_chunk(data: str, provider: str) -> Delta | None:
-    """One `chat.completion.chunk`; None for chunks that carry nothing (role-only, empty)."""
+def parse_chunk(data: str, provider: str, adapt: ChunkAdapter | None = None) -> Delta | None:
+    """One `chat.completion.chunk`; None for chunks that carry nothing (role-only, empty).
+
+    `adapt` rewrites a provider's dialect into OpenAI's first (GigaChat's function calls).
+    """
     try:
         chunk = json.loads(data)
     except ValueError:
@@ -80,6 +85,8 @@ def parse_chunk(data: str, provider: str) -> Delta | None:
         raise UpstreamResponseError(f"{provider} sent a stream event that is not an object")
     if "error" in chunk:
         raise UpstreamError(f"{provider} failed mid-stream: {upstream_message(data.encode())}")
+    if adapt is not None:
+        chunk = adapt(chunk)
     usage = parse_usage(chunk.get("usage"))
     choices = chunk.get("choices") or []
     content, finish, tool_calls = "", None, None
@@ -100,7 +107,11 @@ def parse_chunk(data: str, provider: str) -> Delta | None:
 
 
 async def stream_deltas(
-    resp: aiohttp.ClientResponse, *, provider: str, timeouts: Timeouts
+    resp: aiohttp.ClientResponse,
+    *,
+    provider: str,
+    timeouts: Timeouts,
+    adapt: ChunkAdapter | None = None,
 ) -> AsyncGenerator[Delta, None]:
     """Deltas of an OpenAI-style SSE stream; one that ends without `[DONE]` is an error."""
     finished = False
@@ -109,7 +120,7 @@ async def stream_deltas(
             if event.data.strip() == "[DONE]":
                 finished = True
                 break
-            delta = parse_chunk(event.data, provider)
+            delta = parse_chunk(event.data, provider, adapt)
             if delta is not None:
                 yield delta
         if not finished:

@@ -24,11 +24,13 @@ from chatproxy.openai_schemas import (
 from chatproxy.prompt import apply_system_prompt
 from chatproxy.routing import (
     OPENAI_NATIVE,
+    TOOL_PROVIDERS,
     check_supported,
     passthrough_fields,
     plain_message,
     raw_message,
     route_model,
+    uses_tools,
 )
 from chatproxy.schemas import Message, ModelList
 
@@ -100,8 +102,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     check_supported(body, provider)
     prompt, mode = settings.system_prompt_for(provider), settings.system_prompt_mode
     raw: list[dict[str, Any]] | None = None
-    if provider == OPENAI_NATIVE:
-        # OpenAI itself: tool calls, tool results and image parts go on as they came.
+    if provider == OPENAI_NATIVE or (provider in TOOL_PROVIDERS and uses_tools(body)):
+        # OpenAI itself takes tool calls, tool results and image parts as they came; GigaChat's
+        # client translates them into its function-calling dialect.
         raw = [raw_message(m) for m in apply_system_prompt(body.messages, prompt, mode)]
         messages: list[Message] = []
     else:

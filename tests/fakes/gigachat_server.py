@@ -16,6 +16,38 @@ CREDENTIALS = "Z2lnYS1jbGllbnQ6Z2lnYS1zZWNyZXQtdmFsdWU="  # base64("giga-client:
 SCOPE = "GIGACHAT_API_PERS"
 
 
+def function_rules(body: dict[str, Any]) -> str | None:
+    """GigaChat's function-calling rules, as its API enforces them (422 otherwise)."""
+    for function in body.get("functions") or []:
+        if not function.get("name") or not isinstance(function.get("parameters"), dict):
+            return "function must have name and parameters"
+    for message in body["messages"]:
+        role = message["role"]
+        if role not in ("system", "user", "assistant", "function"):
+            return f"unknown role: {role}"
+        if role == "function":
+            try:
+                ok = isinstance(json.loads(message["content"]), dict) and message.get("name")
+            except (ValueError, KeyError):
+                ok = False
+            if not ok:
+                return "function result must be a JSON object with the function's name"
+        call = message.get("function_call")
+        if call is not None and not isinstance(call.get("arguments"), dict):
+            return "function_call.arguments must be an object"
+    return None
+
+
+def function_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Calls the first offered function (or the one forced) when the user spoke last."""
+    functions = body.get("functions") or []
+    choice = body.get("function_call", "auto")
+    if not functions or choice == "none" or body["messages"][-1]["role"] != "user":
+        return None
+    name = choice["name"] if isinstance(choice, dict) else functions[0]["name"]
+    return {"name": name, "arguments": {"city": "Москва", "days": 2}}
+
+
 @dataclass
 class FakeGigaChat:
     base: str = ""
@@ -82,6 +114,14 @@ class FakeGigaChat:
             return web.json_response(
                 {"status": 422, "message": "system message must be the first message"}, status=422
             )
+        problem = function_rules(body)
+        if problem:
+            return web.json_response({"status": 422, "message": problem}, status=422)
+        call = function_to_call(body)
+        if call is not None:
+            return await self._function_call(request, body, call)
+        if roles[-1] == "function":
+            self.reply_text = f"Итог: {body['messages'][-1]['content']}"
         if body.get("temperature") == 0:
             return web.json_response(
                 {"status": 422, "message": "temperature must be > 0"}, status=422
@@ -103,6 +143,43 @@ class FakeGigaChat:
                 "usage": {"prompt_tokens": 18, "completion_tokens": 4, "total_tokens": 22},
             }
         )
+
+    async def _function_call(
+        self, request: web.Request, body: dict[str, Any], call: dict[str, Any]
+    ) -> web.StreamResponse:
+        """GigaChat's answer when it decides to call: arguments as an object, one call."""
+        message = {"role": "assistant", "content": "", "function_call": call}
+        state = {"functions_state_id": str(uuid.uuid4())}
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "choices": [
+                        {
+                            "message": {**message, **state},
+                            "index": 0,
+                            "finish_reason": "function_call",
+                        }
+                    ],
+                    "created": int(time.time()),
+                    "model": "GigaChat:1.0.26.20",
+                    "object": "chat.completion",
+                    "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49},
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        chunk = {
+            "choices": [
+                {"delta": {**message, **state}, "index": 0, "finish_reason": "function_call"}
+            ],
+            "created": 1,
+            "model": "GigaChat",
+            "object": "chat.completion",
+        }
+        await resp.write(
+            f"data: {json.dumps(chunk, ensure_ascii=False)}\n\ndata: [DONE]\n\n".encode()
+        )
+        return resp
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
