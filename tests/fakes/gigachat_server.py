@@ -16,6 +16,19 @@ CREDENTIALS = "Z2lnYS1jbGllbnQ6Z2lnYS1zZWNyZXQtdmFsdWU="  # base64("giga-client:
 SCOPE = "GIGACHAT_API_PERS"
 
 
+def answer(message: dict[str, Any], finish_reason: str, usage: dict[str, int]) -> web.Response:
+    """A non-streamed GigaChat completion."""
+    return web.json_response(
+        {
+            "choices": [{"message": message, "index": 0, "finish_reason": finish_reason}],
+            "created": int(time.time()),
+            "model": "GigaChat:1.0.26.20",
+            "object": "chat.completion",
+            "usage": {**usage, "total_tokens": sum(usage.values())},
+        }
+    )
+
+
 def function_rules(body: dict[str, Any]) -> str | None:
     """GigaChat's function-calling rules, as its API enforces them (422 otherwise)."""
     for function in body.get("functions") or []:
@@ -128,21 +141,8 @@ class FakeGigaChat:
             )
         if body.get("stream"):
             return await self._stream(request)
-        return web.json_response(
-            {
-                "choices": [
-                    {
-                        "message": {"role": "assistant", "content": self.reply_text},
-                        "index": 0,
-                        "finish_reason": "stop",
-                    }
-                ],
-                "created": int(time.time()),
-                "model": "GigaChat:1.0.26.20",
-                "object": "chat.completion",
-                "usage": {"prompt_tokens": 18, "completion_tokens": 4, "total_tokens": 22},
-            }
-        )
+        message = {"role": "assistant", "content": self.reply_text}
+        return answer(message, "stop", {"prompt_tokens": 18, "completion_tokens": 4})
 
     async def _function_call(
         self, request: web.Request, body: dict[str, Any], call: dict[str, Any]
@@ -151,21 +151,8 @@ class FakeGigaChat:
         message = {"role": "assistant", "content": "", "function_call": call}
         state = {"functions_state_id": str(uuid.uuid4())}
         if not body.get("stream"):
-            return web.json_response(
-                {
-                    "choices": [
-                        {
-                            "message": {**message, **state},
-                            "index": 0,
-                            "finish_reason": "function_call",
-                        }
-                    ],
-                    "created": int(time.time()),
-                    "model": "GigaChat:1.0.26.20",
-                    "object": "chat.completion",
-                    "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49},
-                }
-            )
+            usage = {"prompt_tokens": 40, "completion_tokens": 9}
+            return answer({**message, **state}, "function_call", usage)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         chunk = {
