@@ -17,6 +17,8 @@ ALIASES = {"openai": "chatgpt"}
 OPENAI_NATIVE = "chatgpt"
 # Providers that can call tools: OpenAI's way, or GigaChat's functions (translated).
 TOOL_PROVIDERS = frozenset({"chatgpt", "gigachat"})
+# OpenAI's tool fields: what a tool provider that is not OpenAI itself receives, to translate.
+OPENAI_TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
 # OpenAI fields the `chatgpt` provider receives as they are; the others ignore them.
 OPENAI_PASSTHROUGH = (
     "presence_penalty",
@@ -25,11 +27,8 @@ OPENAI_PASSTHROUGH = (
     "logit_bias",
     "user",
     "response_format",
-    "tools",
-    "tool_choice",
     "parallel_tool_calls",
-    "functions",
-    "function_call",
+    *OPENAI_TOOL_FIELDS,
 )
 
 
@@ -120,7 +119,7 @@ def passthrough_fields(body: OpenAIChatRequest, provider: str) -> dict[str, obje
     if provider == OPENAI_NATIVE:
         keys: tuple[str, ...] = OPENAI_PASSTHROUGH
     elif provider in TOOL_PROVIDERS:
-        keys = ("tools", "tool_choice", "functions", "function_call")
+        keys = OPENAI_TOOL_FIELDS
     else:
         return {}
     return {key: getattr(body, key) for key in keys if getattr(body, key) is not None}

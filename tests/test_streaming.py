@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from chatproxy.schemas import ChatResponse
 from tests.conftest import Proxy
 from tests.fakes.openai_server import FakeOpenAI, hang, raw, status, stream
 from tests.sse_client import read_events
@@ -29,6 +30,8 @@ async def test_stream_sends_deltas_then_done(proxy: Proxy, fake_openai: FakeOpen
     assert done["messages"][-1] == {"role": "assistant", "content": "Hello there"}
     assert done["messages"][0]["role"] == "system"
     assert done["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    as_schema = ChatResponse.model_validate(done)
+    assert done == as_schema.model_dump(mode="json", exclude_unset=True), "the plain answer's shape"
     sent = fake_openai.requests[0]
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 

@@ -49,7 +49,7 @@ def gigachat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, A
     if request.raw_messages is not None:  # /v1 with tools: OpenAI's messages, translated
         adapted.raw_messages = gigachat_messages(request.raw_messages)
     payload = chat_payload(adapted, stream=stream)
-    extra = dict(request.extra or {})
+    extra = request.extra or {}
     functions = functions_from(extra)
     if functions:
         payload["functions"] = functions

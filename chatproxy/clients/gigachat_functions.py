@@ -8,19 +8,18 @@ result comes back as a `function` message whose content must itself be a JSON ob
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from random import getrandbits
 from typing import Any
 
 from chatproxy.errors import InvalidRequestError
-
-TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
 
 
 def tool_call_id() -> str:
     return f"call_{getrandbits(96):024x}"
 
 
-def functions_from(extra: dict[str, Any]) -> list[dict[str, Any]]:
+def functions_from(extra: Mapping[str, Any]) -> list[dict[str, Any]]:
     """OpenAI `tools` (and legacy `functions`) as GigaChat `functions`."""
     functions = [
         tool["function"]
@@ -30,7 +29,7 @@ def functions_from(extra: dict[str, Any]) -> list[dict[str, Any]]:
     return functions + list(extra.get("functions") or [])
 
 
-def function_call_from(extra: dict[str, Any], functions: list[dict[str, Any]]) -> Any:
+def function_call_from(extra: Mapping[str, Any], functions: list[dict[str, Any]]) -> Any:
     """`tool_choice` as GigaChat's `function_call`: "auto", "none" or {"name": ...}."""
     choice = extra.get("tool_choice", extra.get("function_call"))
     if choice is None:

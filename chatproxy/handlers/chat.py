@@ -17,7 +17,7 @@ from chatproxy.keys import PROVIDERS, SETTINGS
 from chatproxy.logs import request_id_var
 from chatproxy.prompt import apply_system_prompt
 from chatproxy.providers import unknown_provider_error
-from chatproxy.schemas import ChatRequest, ChatResponse, Message, Usage
+from chatproxy.schemas import ChatRequest, Message, Usage
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,14 +35,10 @@ class NativeFramer:
         return sse(json.dumps({"content": delta.content}, ensure_ascii=False), "delta")
 
     def done(self, result: StreamResult) -> bytes:
-        reply = Message(role="assistant", content=result.content)
-        body = ChatResponse(
-            model=self.model,
-            messages=[*self.sent, reply],
-            usage=result.usage or Usage(),
-            finish_reason=result.finish_reason,
+        body = answer_json(
+            self.model, self.sent, result.content, result.usage or Usage(), result.finish_reason
         )
-        return sse(body.model_dump_json(exclude_none=True), "done")
+        return sse(body.decode(), "done")
 
     def error(self, exc: ChatProxyError) -> bytes:
         return sse(error_event_data(exc), "error")
@@ -99,12 +95,22 @@ def chat_handler(name: str) -> Handler:
     return chat
 
 
-def chat_response(completion: Completion, sent: list[Message]) -> web.Response:
-    """`ChatResponse`'s JSON, built from a dict: a quarter of the cost of the model's dump."""
+def answer_json(
+    model: str, sent: list[Message], content: str, usage: Usage, finish_reason: str
+) -> bytes:
+    """`ChatResponse`'s JSON, built from a dict: a quarter of the cost of the model's dump.
+    The plain answer and a stream's `done` event are this same object."""
     answer: dict[str, Any] = {
-        "model": completion.model,
-        "messages": [*sent, {"role": "assistant", "content": completion.content}],
-        "usage": completion.usage.as_dict(),
-        "finish_reason": completion.finish_reason,
+        "model": model,
+        "messages": [*sent, {"role": "assistant", "content": content}],
+        "usage": usage.as_dict(),
+        "finish_reason": finish_reason,
     }
-    return web.Response(body=pydantic_core.to_json(answer), content_type="application/json")
+    return pydantic_core.to_json(answer)
+
+
+def chat_response(completion: Completion, sent: list[Message]) -> web.Response:
+    body = answer_json(
+        completion.model, sent, completion.content, completion.usage, completion.finish_reason
+    )
+    return web.Response(body=body, content_type="application/json")
