@@ -72,20 +72,16 @@ def process(
             proc.wait()
 
 
+def bench_script(name: str, port: int, *args: str) -> list[str]:
+    """The command line of one of bench/'s servers, listening on `port`."""
+    return [sys.executable, str(ROOT / "bench" / name), "--port", str(port), *args]
+
+
 @contextmanager
 def mock_upstream(chunks: int = 20, gap: float = 0.0) -> Iterator[tuple[str, int]]:
     port = free_port()
     with process(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "mock_upstream.py"),
-            "--port",
-            str(port),
-            "--chunks",
-            str(chunks),
-            "--gap",
-            str(gap),
-        ]
+        bench_script("mock_upstream.py", port, "--chunks", str(chunks), "--gap", str(gap))
     ) as proc:
         wait_http(f"http://127.0.0.1:{port}/v1/models")
         yield f"http://127.0.0.1:{port}/v1", proc.pid
@@ -95,14 +91,7 @@ def mock_upstream(chunks: int = 20, gap: float = 0.0) -> Iterator[tuple[str, int
 def passthrough(upstream: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     with process(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "passthrough.py"),
-            "--port",
-            str(port),
-            "--upstream",
-            f"{upstream}/chat/completions",
-        ]
+        bench_script("passthrough.py", port, "--upstream", f"{upstream}/chat/completions")
     ) as proc:
         wait_http_post(f"http://127.0.0.1:{port}/chatgpt/")
         yield f"http://127.0.0.1:{port}", proc.pid

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import ROOT, free_port, mock_upstream, wait_http
+from bench.common import ROOT, bench_script, free_port, mock_upstream, wait_http
 
 BODY = json.dumps({"messages": [{"role": "user", "content": "Привет! How are you today?"}]})
 
@@ -100,14 +100,7 @@ def main() -> None:
         wait_http(f"{upstream}/models")
         bare_port, proxy_port = free_port(), free_port()
         bare = instructions_per_request(
-            [
-                sys.executable,
-                "bench/passthrough.py",
-                "--port",
-                str(bare_port),
-                "--upstream",
-                f"{upstream}/chat/completions",
-            ],
+            bench_script("passthrough.py", bare_port, "--upstream", f"{upstream}/chat/completions"),
             {},
             bare_port,
             args.requests,

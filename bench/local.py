@@ -39,17 +39,19 @@ PROMPTS = [
 SYSTEM = "You are a helpful assistant. Answer clearly and concisely."
 
 
+def greedy(prompt: str, max_tokens: int) -> dict[str, Any]:
+    """The benchmark's request: one prompt, greedy, a fixed number of tokens at most."""
+    return {
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    }
+
+
 async def ask(
     session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int
 ) -> dict[str, Any]:
-    async with session.post(
-        f"{url}/local/",
-        json={
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": 0,
-            "max_tokens": max_tokens,
-        },
-    ) as resp:
+    async with session.post(f"{url}/local/", json=greedy(prompt, max_tokens)) as resp:
         body: dict[str, Any] = await resp.json()
         assert resp.status == 200, body
         return body
@@ -59,15 +61,8 @@ async def first_token(
     session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int
 ) -> float:
     started = time.perf_counter()
-    async with session.post(
-        f"{url}/local/",
-        json={
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": 0,
-            "max_tokens": max_tokens,
-            "stream": True,
-        },
-    ) as resp:
+    body = {**greedy(prompt, max_tokens), "stream": True}
+    async with session.post(f"{url}/local/", json=body) as resp:
         async for line in resp.content:
             if line.startswith((b"event: delta", b"event: done")):
                 elapsed = (time.perf_counter() - started) * 1000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import pytest
@@ -110,20 +110,30 @@ def proxy(aiohttp_client: AiohttpClient, fake_openai: FakeOpenAI) -> Proxy:
     return start
 
 
-@pytest.fixture
-async def fake_gigachat(aiohttp_server: AiohttpServer) -> FakeGigaChat:
-    fake = FakeGigaChat()
+class OAuthFake(Protocol):
+    base: str
+
+    def app(self) -> web.Application: ...
+
+
+F = TypeVar("F", bound=OAuthFake)
+
+
+async def started(aiohttp_server: AiohttpServer, fake: F) -> F:
+    """A fake provider on its own test server, told the address it is reached at."""
     server = await aiohttp_server(fake.app())
     fake.base = str(server.make_url(""))
     return fake
+
+
+@pytest.fixture
+async def fake_gigachat(aiohttp_server: AiohttpServer) -> FakeGigaChat:
+    return await started(aiohttp_server, FakeGigaChat())
 
 
 @pytest.fixture
 async def fake_ernie(aiohttp_server: AiohttpServer) -> FakeErnie:
-    fake = FakeErnie()
-    server = await aiohttp_server(fake.app())
-    fake.base = str(server.make_url(""))
-    return fake
+    return await started(aiohttp_server, FakeErnie())
 
 
 def gigachat_settings(fake: FakeGigaChat) -> dict[str, Any]:
@@ -144,19 +154,21 @@ def ernie_settings(fake: FakeErnie) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def giga_proxy(aiohttp_client: AiohttpClient, fake_gigachat: FakeGigaChat) -> Proxy:
+def proxy_factory(aiohttp_client: AiohttpClient, provider_settings: dict[str, Any]) -> Proxy:
+    """A factory: the real app with one provider's settings, plus overrides."""
+
     async def start(**overrides: Any) -> Client:
-        values = {**gigachat_settings(fake_gigachat), "upstream_timeout": 5.0, **overrides}
+        values = {**provider_settings, "upstream_timeout": 5.0, **overrides}
         return await serve(aiohttp_client, make_settings(**values))
 
     return start
+
+
+@pytest.fixture
+def giga_proxy(aiohttp_client: AiohttpClient, fake_gigachat: FakeGigaChat) -> Proxy:
+    return proxy_factory(aiohttp_client, gigachat_settings(fake_gigachat))
 
 
 @pytest.fixture
 def ernie_proxy(aiohttp_client: AiohttpClient, fake_ernie: FakeErnie) -> Proxy:
-    async def start(**overrides: Any) -> Client:
-        values = {**ernie_settings(fake_ernie), "upstream_timeout": 5.0, **overrides}
-        return await serve(aiohttp_client, make_settings(**values))
-
-    return start
+    return proxy_factory(aiohttp_client, ernie_settings(fake_ernie))
