@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chatproxy.clients.http import Upstream, public_url
+from chatproxy.clients.http import Upstream
 from chatproxy.errors import UpstreamAuthError, UpstreamBadRequestError
 from chatproxy.redact import Redactor
 
@@ -149,11 +149,7 @@ class OAuthClient:
         return None
 
     def status(self) -> dict[str, Any]:
-        return {
-            "base_url": public_url(self.base_url),
-            **self.upstream.proxy_status(self.base_url),
-            **self.tokens.status(),
-        }
+        return {**self.upstream.describe(self.base_url), **self.tokens.status()}
 
     async def close(self) -> None:
         await self.tokens.close()

@@ -108,10 +108,12 @@ class Upstream:
         if self.proxies.active:
             kwargs["proxy"] = self.proxies.for_url(url)
 
-    def proxy_status(self, url: str) -> dict[str, str]:
-        """`{"proxy": ...}` for `/status` when calls to `url` go through one."""
-        proxy = self.proxies.for_url(url) if self.proxies.active else None
-        return {"proxy": public_url(proxy)} if proxy else {}
+    def describe(self, base_url: str) -> dict[str, str]:
+        """For `/status`: the base URL, and the proxy calls to it go through, if any; both
+        without passwords."""
+        shown = {"base_url": public_url(base_url)}
+        proxy = self.proxies.for_url(base_url) if self.proxies.active else None
+        return {**shown, "proxy": public_url(proxy)} if proxy else shown
 
     def status_error(self, status: int, body: bytes, headers: Any = None) -> UpstreamStatusError:
         """Map an upstream error status to the error the client sees."""

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
-from chatproxy.clients.http import Upstream, public_url
+from chatproxy.clients.http import Upstream
 from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
 from chatproxy.errors import UpstreamResponseError
 
@@ -73,7 +73,7 @@ class OpenAIClient:
         return None
 
     def status(self) -> dict[str, Any]:
-        return {"base_url": public_url(self.base_url), **self.upstream.proxy_status(self.base_url)}
+        return self.upstream.describe(self.base_url)
 
     async def close(self) -> None:
         await self.upstream.session.close()
