@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     upstream_first_byte_timeout: float | None = Field(None, gt=0)
     upstream_read_timeout: float = Field(30.0, gt=0)
     upstream_retries: int = Field(2, ge=0, le=10)
+    # The most one upstream answer (a body, or a whole stream) may bring: its bytes are
+    # untrusted, and a runaway one must not take the process's memory with it.
+    max_upstream_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     # A secret: proxy URLs often carry a password (http://user:pass@proxy:3128).
     upstream_proxy: SecretStr | None = None
     models_cache_ttl: float = Field(300.0, ge=0)

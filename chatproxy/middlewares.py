@@ -22,6 +22,7 @@ from chatproxy.errors import (
 )
 from chatproxy.keys import REDACTOR, SETTINGS
 from chatproxy.logs import REQUEST_ID_HEADER, AccessLog, request_id_var
+from chatproxy.redact import scrubbed
 from chatproxy.schemas import ErrorResponse
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,6 +40,8 @@ def is_openai_route(request: web.Request) -> bool:
 
 
 def error_body(exc: ChatProxyError, request: web.Request) -> bytes:
+    """Every error body, ours and upstreams' alike, leaves through the log's redaction."""
+    exc = scrubbed(exc, request.app[REDACTOR])
     request_id = request_id_var.get()
     if is_openai_route(request):
         envelope = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatproxy.schemas import Name, SamplingFields, Usage
 
@@ -16,13 +16,80 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    """A call the model made: `arguments` is JSON text, as OpenAI sends it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    arguments: str = ""
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCall | None = None
+
+    @model_validator(mode="after")
+    def _function_needs_its_call(self) -> ToolCall:
+        if self.type == "function" and self.function is None:
+            raise ValueError("a tool call of type 'function' needs 'function'")
+        return self
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "function"
+    function: FunctionDefinition | None = None
+
+    @model_validator(mode="after")
+    def _function_needs_its_definition(self) -> Tool:
+        if self.type == "function" and self.function is None:
+            raise ValueError("a tool of type 'function' needs 'function'")
+        return self
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    """`{"type": "function", "function": {"name": ...}}`, or another type OpenAI knows."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "function"
+    function: FunctionName | None = None
+
+    @model_validator(mode="after")
+    def _function_needs_its_name(self) -> NamedToolChoice:
+        if self.type == "function" and self.function is None:
+            raise ValueError("a tool_choice of type 'function' needs 'function'")
+        return self
+
+
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
 
 
 class StreamOptions(BaseModel):
@@ -47,11 +114,11 @@ class OpenAIChatRequest(SamplingFields):
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     response_format: dict[str, Any] | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    functions: list[Any] | None = None
-    function_call: Any = None
+    functions: list[FunctionDefinition] | None = None
+    function_call: Literal["none", "auto"] | FunctionName | None = None
 
 
 class AssistantMessage(BaseModel):

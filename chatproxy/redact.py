@@ -6,6 +6,8 @@ import re
 from collections import deque
 from collections.abc import Iterable
 
+from chatproxy.errors import ChatProxyError
+
 MASK = "***"
 # Credentials that travel in headers or URLs, whatever their value.
 _PATTERNS = re.compile(
@@ -62,3 +64,11 @@ class Redactor:
         if not may_hold_credentials(text):
             return text
         return _PATTERNS.sub(lambda m: m.group("key") + MASK, text)
+
+
+def scrubbed(exc: ChatProxyError, redact: Redactor) -> ChatProxyError:
+    """`exc`, its message made fit to leave the process: an upstream's error text may echo the
+    credentials it was sent, and it reaches clients in error bodies and stream events.
+    In place: an error is rendered once, and redacting twice changes nothing."""
+    exc.message = redact(exc.message)
+    return exc

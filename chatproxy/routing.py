@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pydantic_core
+
 from chatproxy.config import PROVIDERS
 from chatproxy.errors import ChatProxyError, InvalidRequestError
 from chatproxy.openai_schemas import OpenAIChatRequest, OpenAIMessage
@@ -122,4 +124,8 @@ def passthrough_fields(body: OpenAIChatRequest, provider: str) -> dict[str, obje
         keys = OPENAI_TOOL_FIELDS
     else:
         return {}
-    return {key: getattr(body, key) for key in keys if getattr(body, key) is not None}
+    fields = {key: getattr(body, key) for key in keys if getattr(body, key) is not None}
+    # Tool fields arrive as validated models; providers get them back as plain JSON.
+    return {
+        key: pydantic_core.to_jsonable_python(v, exclude_none=True) for key, v in fields.items()
+    }

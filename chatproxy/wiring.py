@@ -30,6 +30,7 @@ def timeouts_from(settings: Settings) -> Timeouts:
         first_byte=settings.first_byte_timeout(),
         between_chunks=settings.upstream_read_timeout,
         retries=settings.upstream_retries,
+        max_body_bytes=settings.max_upstream_body_bytes,
     )
 
 

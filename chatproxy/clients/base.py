@@ -25,6 +25,9 @@ class CompletionRequest:
     # OpenAI messages as the client sent them (tool calls, tool results, image parts), the
     # system prompt applied; when set, the chatgpt provider sends these instead of `messages`.
     raw_messages: list[dict[str, Any]] | None = None
+    # How many messages chatproxy put before the client's own (the operator's prompt, stored
+    # history), so that an error about message N names the client's N.
+    added_before: int = 0
 
 
 @dataclass(slots=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
+from yarl import URL
 
 from chatproxy.clients.auth import OAuthClient
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
@@ -15,31 +16,33 @@ from chatproxy.clients.ernie_rules import (
     MODELS,
     ErnieTokenError,
     ernie_payload,
-    finish_reason,
     model_info,
+    parse_answer,
+    parse_event,
     raise_for_error_code,
 )
-from chatproxy.clients.http import Upstream, parse_json
-from chatproxy.clients.openai_format import parse_usage
+from chatproxy.clients.http import Upstream, parse_json, read_capped
 from chatproxy.clients.sse import iter_events
 from chatproxy.errors import UpstreamError, UpstreamResponseError
-from chatproxy.schemas import Usage
 
 
 def _token_rejected(exc: Exception) -> bool:
     return isinstance(exc, ErnieTokenError)
 
 
-async def _reject_json_answer(resp: aiohttp.ClientResponse) -> None:
-    """A stream request answered with plain JSON is an error report, not a stream."""
-    if resp.content_type == "text/event-stream":
-        return
-    try:
-        data = parse_json(await resp.read(), "ernie")
-    finally:
-        resp.release()
-    raise_for_error_code(data)
-    raise UpstreamResponseError("ERNIE answered a stream request without a stream")
+def _json_answer_check(limit: int) -> Callable[[aiohttp.ClientResponse], Awaitable[None]]:
+    async def reject_json_answer(resp: aiohttp.ClientResponse) -> None:
+        """A stream request answered with plain JSON is an error report, not a stream."""
+        if resp.content_type == "text/event-stream":
+            return
+        try:
+            data = parse_json(await read_capped(resp, limit, "ernie"), "ernie")
+        finally:
+            resp.release()
+        raise_for_error_code(data)
+        raise UpstreamResponseError("ERNIE answered a stream request without a stream")
+
+    return reject_json_answer
 
 
 class ErnieClient(OAuthClient):
@@ -79,43 +82,39 @@ class ErnieClient(OAuthClient):
                 "ERNIE's token endpoint answered without access_token/expires_in"
             ) from None
 
-    def _url(self, model: str) -> str:
-        return f"{self.base_url}/{model_info(model).endpoint}"
+    def _url(self, model: str) -> URL:
+        # model_info admits one plain segment only; yarl's `/` quotes it besides.
+        return URL(self.base_url) / model_info(model).endpoint
 
     async def complete(self, request: CompletionRequest) -> Completion:
         payload = ernie_payload(request, stream=False)
+        url = self._url(request.model)
 
         async def call(token: str) -> Any:
             return await self.upstream.call_json(
                 "POST",
-                self._url(request.model),
+                url,
                 params={"access_token": token},
                 json=payload,
                 check=raise_for_error_code,
             )
 
         data = await self.tokens.with_token(call, rejected=_token_rejected)
-        result = data.get("result") if isinstance(data, dict) else None
-        if not isinstance(result, str):
-            raise UpstreamResponseError("ERNIE answered 200 without a result")
-        return Completion(
-            content=result,
-            model=request.model,
-            usage=parse_usage(data.get("usage")) or Usage(),
-            finish_reason=finish_reason(data),
-        )
+        return parse_answer(data, request.model)
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Delta, None]:
         payload = ernie_payload(request, stream=True)
+        url = self._url(request.model)
+        check = _json_answer_check(self.upstream.timeouts.max_body_bytes)
 
         async def call(token: str) -> aiohttp.ClientResponse:
             return await self.upstream.open_stream(
                 "POST",
-                self._url(request.model),
+                url,
                 params={"access_token": token},
                 json=payload,
                 headers={"Accept": "text/event-stream"},
-                check=_reject_json_answer,
+                check=check,
             )
 
         resp = await self.tokens.with_token(call, rejected=_token_rejected)
@@ -124,14 +123,9 @@ class ErnieClient(OAuthClient):
             async for event in iter_events(
                 resp, provider=self.name, timeouts=self.upstream.timeouts
             ):
-                data = parse_json(event.data.encode(), self.name)
-                raise_for_error_code(data)
-                ended = bool(data.get("is_end"))
-                yield Delta(
-                    content=str(data.get("result") or ""),
-                    finish_reason=finish_reason(data) if ended else None,
-                    usage=parse_usage(data.get("usage")) if ended else None,
-                )
+                delta = parse_event(event.data)
+                ended = delta.finish_reason is not None
+                yield delta
                 if ended:
                     break
             if not ended:

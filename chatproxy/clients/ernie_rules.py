@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from chatproxy.clients.base import CompletionRequest
+import pydantic_core
+
+from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.openai_format import malformed, parse_usage
 from chatproxy.errors import (
     InvalidRequestError,
     UpstreamAuthError,
     UpstreamBadRequestError,
     UpstreamRateLimitError,
+    UpstreamResponseError,
     UpstreamStatusError,
 )
-from chatproxy.schemas import Message
+from chatproxy.schemas import Message, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +62,25 @@ MIN_TEMPERATURE = 0.01
 MIN_OUTPUT_TOKENS = 2
 
 
+# An unknown model name becomes the last segment of the endpoint URL (Qianfan's custom
+# deployments are addressed that way), so it must be exactly one plain segment: no `/`, no
+# `.`/`..`, no `%`, `?` or `#` — otherwise `../../x` walks out of the base URL, carrying the
+# access token in its query string to whatever path it names.
+_ENDPOINT_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def model_info(name: str) -> ErnieModel:
-    """The endpoint for a model; an unknown name is used as the path itself."""
-    return MODELS.get(name.lower(), ErnieModel(name))
+    """The endpoint for a model; an unknown name is used as the path segment itself."""
+    known = MODELS.get(name.lower())
+    if known is not None:
+        return known
+    if _ENDPOINT_SEGMENT.fullmatch(name) is None:
+        raise InvalidRequestError(
+            f"model: '{name}' is not an ERNIE model; a custom endpoint name is one path segment "
+            "of letters, digits, '.', '_' and '-'",
+            param="model",
+        )
+    return ErnieModel(name)
 
 
 def _merged(messages: list[Message]) -> list[Message]:
@@ -128,6 +149,49 @@ def finish_reason(data: dict[str, Any]) -> str:
     if data.get("is_truncated"):
         return "length"
     return "stop"
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise UpstreamResponseError(f"ERNIE sent a stream event whose {key} is not text")
+    return value
+
+
+def parse_answer(data: Any, model: str) -> Completion:
+    """A non-streamed ERNIE answer (its error codes already raised) as a `Completion`."""
+    if not isinstance(data, dict) or not isinstance(data.get("result"), str):
+        raise UpstreamResponseError("ERNIE answered 200 without a result")
+    try:
+        usage = parse_usage(data.get("usage")) or Usage()
+    except UpstreamResponseError as exc:
+        raise malformed("ERNIE", "answer", exc) from None
+    return Completion(
+        content=data["result"], model=model, usage=usage, finish_reason=finish_reason(data)
+    )
+
+
+def parse_event(text: str) -> Delta:
+    """One event of an ERNIE stream; the one with `is_end` carries finish reason and usage."""
+    try:
+        data = pydantic_core.from_json(text)
+    except ValueError:
+        raise UpstreamResponseError("ERNIE sent a stream event that is not JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamResponseError("ERNIE sent a stream event that is not a JSON object")
+    raise_for_error_code(data)
+    ended = data.get("is_end") is True
+    try:
+        usage = parse_usage(data.get("usage")) if ended else None
+    except UpstreamResponseError as exc:
+        raise malformed("ERNIE", "stream event", exc) from None
+    return Delta(
+        content=_text(data, "result"),
+        finish_reason=finish_reason(data) if ended else None,
+        usage=usage,
+    )
 
 
 TOKEN_ERRORS = frozenset({110, 111})

@@ -47,7 +47,7 @@ def gigachat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, A
         max_tokens=request.max_tokens,
     )
     if request.raw_messages is not None:  # /v1 with tools: OpenAI's messages, translated
-        adapted.raw_messages = gigachat_messages(request.raw_messages)
+        adapted.raw_messages = gigachat_messages(request.raw_messages, request.added_before)
     payload = chat_payload(adapted, stream=stream)
     extra = request.extra or {}
     functions = functions_from(extra)

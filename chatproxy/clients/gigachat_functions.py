@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from random import getrandbits
 from typing import Any
 
+import pydantic_core
+
 from chatproxy.errors import InvalidRequestError
 
 
@@ -20,12 +22,16 @@ def tool_call_id() -> str:
 
 
 def functions_from(extra: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """OpenAI `tools` (and legacy `functions`) as GigaChat `functions`."""
-    functions = [
-        tool["function"]
-        for tool in extra.get("tools") or []
-        if isinstance(tool, dict) and tool.get("type") == "function" and "function" in tool
-    ]
+    """OpenAI `tools` (and legacy `functions`) as GigaChat `functions` (shapes validated by
+    the request schema already)."""
+    functions = []
+    for index, tool in enumerate(extra.get("tools") or []):
+        if tool.get("type") != "function":
+            raise InvalidRequestError(
+                f"tools.{index}: gigachat calls functions only, not '{tool.get('type')}' tools",
+                param=f"tools.{index}.type",
+            )
+        functions.append(tool["function"])
     return functions + list(extra.get("functions") or [])
 
 
@@ -59,7 +65,7 @@ def _text(content: Any, where: str) -> str:
 def _as_json_object(content: str) -> str:
     """A function result as GigaChat wants it: a JSON object; anything else is wrapped."""
     try:
-        if isinstance(json.loads(content), dict):
+        if isinstance(pydantic_core.from_json(content), dict):
             return content
     except ValueError:
         pass
@@ -73,25 +79,35 @@ def _function_call(message: dict[str, Any], where: str) -> dict[str, Any]:
             f"{where}.tool_calls: gigachat makes one function call per turn, not {len(calls)}",
             param=f"{where}.tool_calls",
         )
-    function = calls[0].get("function") or {}
-    try:
-        arguments = json.loads(function.get("arguments") or "{}")
-    except ValueError:
+    function = calls[0].get("function")
+    if function is None:
         raise InvalidRequestError(
-            f"{where}.tool_calls.0.function.arguments is not JSON",
-            param=f"{where}.tool_calls",
-        ) from None
-    return {"name": function.get("name"), "arguments": arguments}
+            f"{where}.tool_calls.0: gigachat knows function calls only",
+            param=f"{where}.tool_calls.0.type",
+        )
+    try:
+        arguments = pydantic_core.from_json(function.get("arguments") or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidRequestError(
+            f"{where}.tool_calls.0.function.arguments: gigachat needs a JSON object here",
+            param=f"{where}.tool_calls.0.function.arguments",
+        )
+    return {"name": function["name"], "arguments": arguments}
 
 
-def gigachat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def gigachat_messages(
+    messages: list[dict[str, Any]], added_before: int = 0
+) -> list[dict[str, Any]]:
     """OpenAI messages (tool calls and results included) as GigaChat messages, with every
-    system text folded into one first message, as GigaChat requires."""
+    system text folded into one first message, as GigaChat requires. Errors name a message
+    by its place in the client's request, after the `added_before` chatproxy put first."""
     names: dict[str, str] = {}  # tool_call_id -> function name, to label the results
     system: list[str] = []
     out: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
-        where = f"messages.{index}"
+        where = f"messages.{index - added_before}"
         role = message.get("role")
         if role in ("system", "developer"):
             if text := _text(message.get("content"), where):
@@ -116,7 +132,7 @@ def gigachat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _tool_calls(call: Any, *, streamed: bool) -> list[dict[str, Any]] | None:
-    if not isinstance(call, dict) or not call.get("name"):
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
         return None
     arguments = call.get("arguments")
     if not isinstance(arguments, str):
@@ -142,13 +158,19 @@ def adapt_choice(choice: Any, *, streamed: bool) -> None:
         choice["finish_reason"] = "tool_calls"
 
 
+def _choices(data: Any) -> list[Any]:
+    """An answer's choices, if it has a list of them; the parser judges the rest."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    return choices if isinstance(choices, list) else []
+
+
 def adapt_answer(data: Any) -> Any:
-    for choice in (data.get("choices") or []) if isinstance(data, dict) else []:
+    for choice in _choices(data):
         adapt_choice(choice, streamed=False)
     return data
 
 
 def adapt_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
-    for choice in chunk.get("choices") or []:
+    for choice in _choices(chunk):
         adapt_choice(choice, streamed=True)
     return chunk

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,20 +34,22 @@ BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds: `total` bounds a whole call, retries and stream included."""
+    """Seconds: `total` bounds a whole call, retries and stream included. And the most an
+    upstream may send for one call (a body, or a whole stream), since its bytes are untrusted."""
 
     total: float = 60.0
     connect: float = 10.0
     first_byte: float = 60.0
     between_chunks: float = 30.0
     retries: int = 2
+    max_body_bytes: int = 8 * 1024 * 1024
 
 
 def upstream_message(body: bytes) -> str:
     """The human part of an upstream error body, whatever its shape."""
     text = body.decode("utf-8", "replace").strip()
     try:
-        data = json.loads(text)
+        data = pydantic_core.from_json(text)
     except ValueError:
         return text[:MAX_UPSTREAM_MESSAGE] or "no message"
     if isinstance(data, dict):
@@ -71,6 +72,47 @@ def parse_json(body: bytes, provider: str) -> Any:
         return pydantic_core.from_json(body)
     except ValueError:
         raise UpstreamResponseError(f"{provider} answered with a body that is not JSON") from None
+
+
+def too_large(provider: str, limit: int) -> UpstreamResponseError:
+    return UpstreamResponseError(
+        f"{provider} sent more than {limit} bytes; chatproxy reads at most that much "
+        "(MAX_UPSTREAM_BODY_BYTES)"
+    )
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int, provider: str) -> bytes:
+    """The whole body, or an error as soon as it passes `limit` bytes (the connection is
+    dropped then, not drained)."""
+    length = resp.content_length
+    if length is not None and length > limit:
+        resp.close()
+        raise too_large(provider, limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.readany():
+        size += len(chunk)
+        if size > limit:
+            resp.close()
+            raise too_large(provider, limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def embedded_status(data: Any) -> int | None:
+    """An HTTP error status written into a JSON body (GigaChat's `{"status": 401, ...}`,
+    OpenAI-style `{"error": {"code": 429}}`), for answers that arrive as 200."""
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    for value in (
+        data.get("status"),
+        data.get("code"),
+        error.get("code") if isinstance(error, dict) else None,
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+            return value
+    return None
 
 
 def encode_json_body(kwargs: dict[str, Any]) -> None:
@@ -151,10 +193,9 @@ class Upstream:
         self._prepare(url, kwargs)
 
         async def attempt() -> Any:
-            async with self.session.request(
-                method, url, timeout=self._client_timeout, **kwargs
-            ) as resp:
-                body = await resp.read()
+            request = self.session.request(method, url, timeout=self._client_timeout, **kwargs)
+            async with await self._first_byte(request) as resp:
+                body = await read_capped(resp, self.timeouts.max_body_bytes, self.provider)
                 if resp.status >= 400:
                     raise self.status_error(resp.status, body, resp.headers)
             data = parse_json(body, self.provider)
@@ -174,15 +215,17 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         """Send a request and return the open 200 response; retries stop at the first byte.
 
-        `check` may read a 200 answer that is not a stream (ERNIE's errors) and raise.
+        `check` may read a 200 answer that is not a stream (ERNIE's errors) and raise; without
+        one, a JSON answer is taken for an error report.
         """
         self._prepare(url, kwargs)
+        check = check or self.reject_json_answer
 
         async def attempt() -> aiohttp.ClientResponse:
             resp = await self.session.request(method, url, timeout=self._client_timeout, **kwargs)
             if resp.status >= 400:
                 try:
-                    body = await resp.read()
+                    body = await read_capped(resp, self.timeouts.max_body_bytes, self.provider)
                 finally:
                     resp.release()
                 raise self.status_error(resp.status, body, resp.headers)
@@ -195,6 +238,47 @@ class Upstream:
             return resp
 
         return await self.retrying(attempt, first_byte=True)
+
+    async def _first_byte(
+        self, request: Awaitable[aiohttp.ClientResponse]
+    ) -> aiohttp.ClientResponse:
+        """The response head, within UPSTREAM_FIRST_BYTE_TIMEOUT when that is shorter than the
+        total (a plain call's first byte usually comes when the whole answer is ready)."""
+        first_byte = self.timeouts.first_byte
+        if first_byte >= self.timeouts.total:
+            return await request  # the total deadline around the attempt covers it
+        try:
+            async with asyncio.timeout(first_byte):
+                return await request
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"{self.provider} did not send the first byte within {first_byte:.3g}s"
+            ) from None
+
+    async def reject_json_answer(self, resp: aiohttp.ClientResponse) -> None:
+        """A stream request answered 200 with JSON: an error report (or a server that does
+        not stream), whose message the client must still get."""
+        if resp.content_type != "application/json":
+            return
+        try:
+            body = await read_capped(resp, self.timeouts.max_body_bytes, self.provider)
+        finally:
+            resp.release()
+        data = parse_json(body, self.provider)
+        status = embedded_status(data)
+        if status is not None:
+            raise self.status_error(status, body)
+        if isinstance(data, dict) and "choices" in data:
+            raise UpstreamResponseError(
+                f"{self.provider} answered a stream request with a whole completion; "
+                "it does not stream"
+            )
+        raise UpstreamStatusError(
+            f"{self.provider} answered the stream request with an error: "
+            f"{self.redact(upstream_message(body))}",
+            upstream_status=502,
+            upstream_message=self.redact(upstream_message(body)),
+        )
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]], *, first_byte: bool = False) -> T:
         """Run `attempt` until it succeeds, fails for good, or the total deadline passes."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
+import pydantic_core
 
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
 from chatproxy.clients.http import Timeouts, upstream_message
@@ -39,37 +39,69 @@ def chat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
     return payload
 
 
+def malformed(provider: str, what: str, exc: UpstreamResponseError) -> UpstreamResponseError:
+    """`exc` (which says what was wrong) told as who sent it."""
+    return UpstreamResponseError(f"{provider} sent a malformed {what}: {exc.message}")
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise UpstreamResponseError(f"usage.{key} is not a token count")
+
+
 def parse_usage(data: Any) -> Usage | None:
-    if not isinstance(data, dict):
+    """Token counts; absent is None, malformed is a 502 (never a TypeError in a handler)."""
+    if data is None:
         return None
-    prompt = int(data.get("prompt_tokens") or 0)
-    completion = int(data.get("completion_tokens") or 0)
+    if not isinstance(data, dict):
+        raise UpstreamResponseError("usage is not an object")
+    prompt = _count(data, "prompt_tokens")
+    completion = _count(data, "completion_tokens")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=int(data.get("total_tokens") or prompt + completion),
+        total_tokens=_count(data, "total_tokens") or prompt + completion,
     )
+
+
+def _tool_calls(value: Any) -> list[dict[str, Any]] | None:
+    if not value:
+        return None
+    if not isinstance(value, list) or not all(isinstance(call, dict) for call in value):
+        raise UpstreamResponseError("tool_calls is not a list of objects")
+    return value
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise UpstreamResponseError(f"{what} is not text")
 
 
 def parse_completion(data: Any, *, provider: str, model: str) -> Completion:
     """A `chat.completion` object as a `Completion`; anything else is a 502."""
-    try:
-        choice = data["choices"][0]
-        content = choice["message"].get("content") or ""
-        tool_calls = choice["message"].get("tool_calls") or None
-        if not isinstance(content, str) or not isinstance(tool_calls, list | None):
-            raise TypeError("content is not a string")
-        return Completion(
-            content=content,
-            model=str(data.get("model") or model),
-            usage=parse_usage(data.get("usage")) or Usage(),
-            finish_reason=str(choice.get("finish_reason") or "stop"),
-            tool_calls=tool_calls,
-        )
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+    choices = data.get("choices") if isinstance(data, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict) or not isinstance(choice, dict):
         raise UpstreamResponseError(
             f"{provider} answered 200 with a body that is not a chat completion"
-        ) from None
+        )
+    assert isinstance(data, dict)  # a choice was found in it
+    try:
+        return Completion(
+            content=_optional_text(message.get("content"), "message content") or "",
+            model=_optional_text(data.get("model"), "model name") or model,
+            usage=parse_usage(data.get("usage")) or Usage(),
+            finish_reason=_optional_text(choice.get("finish_reason"), "finish reason") or "stop",
+            tool_calls=_tool_calls(message.get("tool_calls")),
+        )
+    except UpstreamResponseError as exc:
+        raise malformed(provider, "completion", exc) from None
 
 
 def parse_chunk(data: str, provider: str, adapt: ChunkAdapter | None = None) -> Delta | None:
@@ -78,7 +110,7 @@ def parse_chunk(data: str, provider: str, adapt: ChunkAdapter | None = None) -> 
     `adapt` rewrites a provider's dialect into OpenAI's first (GigaChat's function calls).
     """
     try:
-        chunk = json.loads(data)
+        chunk = pydantic_core.from_json(data)
     except ValueError:
         raise UpstreamResponseError(f"{provider} sent a stream event that is not JSON") from None
     if not isinstance(chunk, dict):
@@ -87,23 +119,34 @@ def parse_chunk(data: str, provider: str, adapt: ChunkAdapter | None = None) -> 
         raise UpstreamError(f"{provider} failed mid-stream: {upstream_message(data.encode())}")
     if adapt is not None:
         chunk = adapt(chunk)
+    try:
+        return _chunk_delta(chunk)
+    except UpstreamResponseError as exc:
+        raise malformed(provider, "stream chunk", exc) from None
+
+
+def _chunk_delta(chunk: dict[str, Any]) -> Delta | None:
     usage = parse_usage(chunk.get("usage"))
-    choices = chunk.get("choices") or []
-    content, finish, tool_calls = "", None, None
-    if choices and isinstance(choices[0], dict):
-        delta = choices[0].get("delta") or {}
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise UpstreamResponseError("choices is not a list")
+    content: str | None = None
+    finish: str | None = None
+    tool_calls = None
+    if choices:
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise UpstreamResponseError("choices.0 is not an object")
+        delta = choice.get("delta")
         if isinstance(delta, dict):
-            content = delta.get("content") or ""
-            tool_calls = delta.get("tool_calls") or None
-        finish = choices[0].get("finish_reason")
+            content = _optional_text(delta.get("content"), "content delta")
+            tool_calls = _tool_calls(delta.get("tool_calls"))
+        elif delta is not None:
+            raise UpstreamResponseError("choices.0.delta is not an object")
+        finish = _optional_text(choice.get("finish_reason"), "finish reason")
     if not content and finish is None and usage is None and tool_calls is None:
         return None
-    return Delta(
-        content=str(content),
-        finish_reason=finish,
-        usage=usage,
-        tool_calls=tool_calls if isinstance(tool_calls, list) else None,
-    )
+    return Delta(content=content or "", finish_reason=finish, usage=usage, tool_calls=tool_calls)
 
 
 async def stream_deltas(

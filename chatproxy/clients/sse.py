@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from chatproxy.clients.http import Timeouts
+from chatproxy.clients.http import Timeouts, too_large
 from chatproxy.errors import UpstreamConnectionError, UpstreamResponseError, UpstreamTimeoutError
 
 MAX_LINE = 1 << 20
@@ -27,14 +27,21 @@ async def _lines(
     loop = asyncio.get_running_loop()
     wait = timeouts.first_byte
     pending = b""
+    received = 0
     while True:
-        limit = min(wait, deadline - loop.time())
+        left = deadline - loop.time()
+        limit = min(wait, left)
         try:
             async with asyncio.timeout(limit):
                 data = await resp.content.readany()
         except TimeoutError:
+            if left <= wait:
+                raise UpstreamTimeoutError(
+                    f"{provider} did not finish its stream within {timeouts.total:.3g}s "
+                    "(UPSTREAM_TIMEOUT)"
+                ) from None
             raise UpstreamTimeoutError(
-                f"{provider} sent nothing for {max(limit, 0):.3g}s in the middle of a stream"
+                f"{provider} sent nothing for {limit:.3g}s in the middle of a stream"
             ) from None
         except aiohttp.ClientPayloadError:
             raise UpstreamConnectionError(f"{provider} cut the stream short") from None
@@ -44,6 +51,9 @@ async def _lines(
             if pending:
                 yield pending
             return
+        received += len(data)
+        if received > timeouts.max_body_bytes:
+            raise too_large(provider, timeouts.max_body_bytes)
         wait = timeouts.between_chunks
         *lines, pending = (pending + data).split(b"\n")
         if len(pending) > MAX_LINE:

@@ -50,8 +50,21 @@ def stop_list(stop: list[str] | str | None) -> list[str] | None:
     return [stop] if isinstance(stop, str) else stop
 
 
+def _known_path(request: web.Request) -> bool:
+    """Whether another route owns this path (`/health`, `/status`), for another method."""
+    path = request.path
+    for resource in request.app.router.resources():
+        info = resource.get_info()
+        if info.get("path") == path:
+            return True
+    return False
+
+
 async def unknown_provider(request: web.Request) -> web.StreamResponse:
-    """`/{name}/` for a name that is not a provider: a chat request learns the known ones."""
+    """`/{name}/` for a name that is not a provider: a chat request learns the known ones,
+    and a wrong method on a fixed route (POST /health) is a 405, not an unknown provider."""
+    if _known_path(request):
+        raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}")
     if request.method != "POST":
         raise NotFoundError(f"no route for {request.method} {request.path}")
     raise unknown_provider_error(request.match_info["provider"])

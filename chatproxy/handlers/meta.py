@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from chatproxy import __version__
 from chatproxy.errors import ChatProxyError
 from chatproxy.handlers.common import json_response
-from chatproxy.keys import PROVIDERS, STARTED
+from chatproxy.keys import PROVIDERS, REDACTOR, STARTED
 from chatproxy.providers import Providers
 from chatproxy.schemas import ModelCard, ModelList
 
@@ -32,7 +33,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     providers = request.app[PROVIDERS]
-    return web.json_response(
+    body = json.dumps(
         {
             "version": __version__,
             "uptime_s": round(time.monotonic() - request.app[STARTED], 1),
@@ -40,6 +41,8 @@ async def status(request: web.Request) -> web.Response:
             "providers": providers.status(),
         }
     )
+    # URLs and provider states are operator configuration: scrubbed as log lines are.
+    return web.Response(text=request.app[REDACTOR](body), content_type="application/json")
 
 
 async def model_cards(providers: Providers) -> list[ModelCard]:

@@ -115,6 +115,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         model=model or client.default_model,
         messages=messages,
         raw_messages=raw,
+        added_before=len(raw or messages) - len(body.messages),
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=body.max_tokens or body.max_completion_tokens,

@@ -12,7 +12,9 @@ from aiohttp import web
 
 from chatproxy.clients.base import Delta
 from chatproxy.errors import ChatProxyError
+from chatproxy.keys import REDACTOR
 from chatproxy.logs import REQUEST_ID_HEADER, request_id_var
+from chatproxy.redact import scrubbed
 from chatproxy.schemas import Usage
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ async def relay(
         await response.write(framer.done(result))
     except ChatProxyError as exc:
         log.warning("stream failed after the first byte: %s", exc.message)
-        await response.write(framer.error(exc))
+        await response.write(framer.error(scrubbed(exc, request.app[REDACTOR])))
     except (ConnectionError, web.HTTPException):
         raise
     except Exception:

@@ -7,6 +7,7 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,7 @@ class FakeGigaChat:
     chats: list[dict[str, Any]] = field(default_factory=list)
     rejected_tokens: int = 0
     reply_text: str = "Привет от GigaChat"
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     def revoke_all(self) -> None:
@@ -120,6 +122,8 @@ class FakeGigaChat:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):
             return web.json_response({"status": 401, "message": "Token has expired"}, status=401)
+        if self.answer is not None:  # a test's own answer, given an authorized request
+            return await self.answer(request)
         body = await request.json()
         self.chats.append(body)
         roles = [m["role"] for m in body["messages"]]
