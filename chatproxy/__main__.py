@@ -85,8 +85,7 @@ async def settle_gc(app: object) -> None:
 
 
 def serve(settings: Settings) -> None:
-    from aiohttp import web
-
+    from chatproxy import server
     from chatproxy.app import create_app
     from chatproxy.logs import setup_logging
     from chatproxy.redact import Redactor
@@ -96,19 +95,10 @@ def serve(settings: Settings) -> None:
     app = create_app(settings, redactor=redactor)
     app.on_startup.append(settle_gc)
 
-    def announce(message: object) -> None:
+    def announce() -> None:
         log.info("listening on http://%s:%d", settings.host, settings.port)
 
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        loop=new_loop(),
-        shutdown_timeout=settings.shutdown_timeout,
-        handler_cancellation=True,
-        print=announce,
-    )
+    server.serve(app, settings, loop=new_loop(), announce=announce)
 
 
 def main(argv: list[str] | None = None) -> None:

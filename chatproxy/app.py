@@ -6,9 +6,10 @@ import time
 
 from aiohttp import web
 
-from chatproxy.config import PROVIDERS as PROVIDER_NAMES
-from chatproxy.config import Settings
+from chatproxy.config import PROVIDER_NAMES, Settings
 from chatproxy.handlers import chat, meta, openai
+from chatproxy.handlers.history import setup_history_routes
+from chatproxy.history.wiring import history_context
 from chatproxy.keys import PROVIDERS, REDACTOR, SETTINGS, STARTED
 from chatproxy.middlewares import request_context, require_api_key
 from chatproxy.redact import Redactor
@@ -28,6 +29,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/models", meta.all_models)
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_get("/v1/models", openai.list_models)
+    setup_history_routes(app)
     app.router.add_get("/{provider}/models", meta.provider_models)
     for name in PROVIDER_NAMES:
         handler = chat.chat_handler(name)
@@ -50,6 +52,7 @@ def create_app(
     app[REDACTOR] = redactor or Redactor(settings.secrets())
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(providers_context)
+    app.cleanup_ctx.append(history_context)
     app.on_shutdown.append(_mark_shutting_down)
     setup_routes(app)
     return app

@@ -8,8 +8,9 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
 
-PROVIDERS = ("chatgpt", "gigachat", "ernie", "local")
+PROVIDER_NAMES = ("chatgpt", "gigachat", "ernie", "local")
 Provider = Literal["chatgpt", "gigachat", "ernie", "local"]
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
@@ -88,8 +89,13 @@ class Settings(BaseSettings):
     local_batch_window_ms: float = Field(0.0, ge=0, le=1000)
     local_continuous_batching: bool = True
 
-    history_store: str | None = None
+    # A secret: a database URL may carry a password (postgresql://user:password@host/db).
+    history_store: SecretStr | None = None
     history_max_turns: int = Field(20, ge=1)
+    # Redis only: seconds a conversation lives after its last turn; empty keeps it for good.
+    history_ttl: float | None = Field(None, gt=0)
+    # Seconds one store operation may take before the request gets 503.
+    history_timeout: float = Field(5.0, gt=0)
 
     proxy_api_keys: SecretStr | None = None
 
@@ -107,6 +113,13 @@ class Settings(BaseSettings):
     upstream_proxy: SecretStr | None = None
     models_cache_ttl: float = Field(300.0, ge=0)
     shutdown_timeout: float = Field(30.0, ge=0)
+    # Clients (chatproxy/server.py): seconds a new connection has to send a whole request
+    # head; an idle keep-alive connection stays open (a later head gets as long); a body
+    # has to arrive in (408 after); and how many connections are served at once.
+    client_header_timeout: float = Field(10.0, gt=0)
+    client_keepalive_timeout: float = Field(75.0, gt=0)
+    client_body_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(1024, ge=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -157,6 +170,11 @@ class Settings(BaseSettings):
             self.ernie_api_key,
             self.ernie_secret_key,
             self.upstream_proxy,
+            self.history_store,
         ]
         found = [v.get_secret_value() for v in values if v is not None]
+        # A database password alone, too: a driver's error may name it without the URL.
+        if self.history_store is not None:
+            password = URL(self.history_store.get_secret_value()).password
+            found += [password] if password else []
         return [s for s in (*found, *self.api_keys) if len(s) >= 4]

@@ -5,6 +5,7 @@ ChatProxyError (500 internal_error)
 ├── AuthenticationError (401 authentication_error)
 ├── NotFoundError (404 not_found)
 ├── MethodNotAllowedError (405 method_not_allowed)
+├── RequestTimeoutError (408 request_timeout) — a body slower than CLIENT_BODY_TIMEOUT
 ├── PayloadTooLargeError (413 payload_too_large)
 ├── RateLimitError (429 rate_limit_exceeded) — the proxy's own limits (local queue full)
 ├── ServiceUnavailableError (503 service_unavailable) — not configured, loading, stopping
@@ -54,6 +55,11 @@ class NotFoundError(ChatProxyError):
 class MethodNotAllowedError(ChatProxyError):
     status = 405
     type = "method_not_allowed"
+
+
+class RequestTimeoutError(ChatProxyError):
+    status = 408
+    type = "request_timeout"
 
 
 class PayloadTooLargeError(ChatProxyError):

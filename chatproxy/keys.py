@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatproxy.config import Settings
+from chatproxy.history.layer import HistoryLayer
 from chatproxy.providers import Providers
 from chatproxy.redact import Redactor
 
@@ -12,3 +13,5 @@ SETTINGS = web.AppKey("settings", Settings)
 PROVIDERS = web.AppKey("providers", Providers)
 REDACTOR = web.AppKey("redactor", Redactor)
 STARTED = web.AppKey("started", float)
+# Only there when HISTORY_STORE is set: `app.get(HISTORY)` is None on a stateless server.
+HISTORY = web.AppKey("history", HistoryLayer)

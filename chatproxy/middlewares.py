@@ -24,6 +24,7 @@ from chatproxy.keys import REDACTOR, SETTINGS
 from chatproxy.logs import REQUEST_ID_HEADER, AccessLog, request_id_var
 from chatproxy.redact import scrubbed
 from chatproxy.schemas import ErrorResponse
+from chatproxy.server import DRAIN, shutting_down
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 access_log = AccessLog()
@@ -123,8 +124,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         try:
             response = await handler(request)
         except asyncio.CancelledError:
-            status = CLIENT_CLOSED_REQUEST  # the client went away and aiohttp cancelled us
-            raise
+            drain = request.app.get(DRAIN)
+            if drain is None or not drain.claims():
+                status = CLIENT_CLOSED_REQUEST  # the client went away and aiohttp cancelled us
+                raise
+            response = _render(shutting_down(), request)  # the shutdown deadline: a 503
         except web.HTTPException as exc:
             if exc.status < 400:  # a redirect: aiohttp sends it as it is
                 status = exc.status

@@ -101,8 +101,10 @@ class OpenAIChatRequest(SamplingFields):
 
     model_config = ConfigDict(extra="allow")
 
-    model: Name
+    # Optional only for a conversation that has a default model (the history layer).
+    model: Name | None = None
     messages: list[OpenAIMessage] = Field(min_length=1)
+    conversation_id: Name | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int | None = Field(None, ge=1)
     stream_options: StreamOptions | None = None
@@ -142,6 +144,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     system_fingerprint: None = None
+    conversation_id: str | None = None
 
 
 class ChunkDelta(BaseModel):
@@ -164,3 +167,4 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    conversation_id: str | None = None

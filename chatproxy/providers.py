@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 from chatproxy.clients.base import ChatClient
-from chatproxy.config import PROVIDERS
+from chatproxy.config import PROVIDER_NAMES
 from chatproxy.errors import NotFoundError, ServiceUnavailableError
 
 
 def unknown_provider_error(name: str) -> NotFoundError:
     return NotFoundError(
-        f"unknown provider '{name}'; known providers: {', '.join(PROVIDERS)}", param="provider"
+        f"unknown provider '{name}'; known providers: {', '.join(PROVIDER_NAMES)}", param="provider"
     )
 
 
@@ -62,8 +62,8 @@ class Providers:
     def __init__(self, *, models_ttl: float) -> None:
         self.clients: dict[str, ChatClient] = {}
         self.missing: dict[str, str] = {}
-        self.in_flight: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
-        self._trackers = {name: InFlight(self.in_flight, name) for name in PROVIDERS}
+        self.in_flight: dict[str, int] = dict.fromkeys(PROVIDER_NAMES, 0)
+        self._trackers = {name: InFlight(self.in_flight, name) for name in PROVIDER_NAMES}
         self.models_cache = ModelsCache(models_ttl)
         self.shutting_down = False
 
@@ -73,7 +73,7 @@ class Providers:
     def get(self, name: str) -> ChatClient:
         """A client that can serve now, or the error saying why not."""
         client = self.clients.get(name)
-        if client is None and name not in PROVIDERS:
+        if client is None and name not in PROVIDER_NAMES:
             raise unknown_provider_error(name)
         if self.shutting_down:
             raise ServiceUnavailableError("chatproxy is shutting down", retry_after=1)
@@ -105,7 +105,7 @@ class Providers:
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in PROVIDERS:
+        for name in PROVIDER_NAMES:
             client = self.clients.get(name)
             entry: dict[str, Any] = {
                 "configured": client is not None,

@@ -7,38 +7,22 @@ from typing import Any
 
 import pydantic_core
 
-from chatproxy.config import PROVIDERS
+from chatproxy.clients.base import Capabilities
+from chatproxy.config import PROVIDER_NAMES
 from chatproxy.errors import ChatProxyError, InvalidRequestError
-from chatproxy.openai_schemas import OpenAIChatRequest, OpenAIMessage
+from chatproxy.openai_schemas import ContentPart, OpenAIChatRequest, OpenAIMessage
 from chatproxy.providers import Providers
 from chatproxy.schemas import Message
 
 log = logging.getLogger(__name__)
 ALIASES = {"openai": "chatgpt"}
-# The provider that takes OpenAI's messages and tools as they are.
-OPENAI_NATIVE = "chatgpt"
-# Providers that can call tools: OpenAI's way, or GigaChat's functions (translated).
-TOOL_PROVIDERS = frozenset({"chatgpt", "gigachat"})
-# OpenAI's tool fields: what a tool provider that is not OpenAI itself receives, to translate.
-OPENAI_TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
-# OpenAI fields the `chatgpt` provider receives as they are; the others ignore them.
-OPENAI_PASSTHROUGH = (
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "logit_bias",
-    "user",
-    "response_format",
-    "parallel_tool_calls",
-    *OPENAI_TOOL_FIELDS,
-)
 
 
 async def route_model(name: str, providers: Providers, default: str) -> tuple[str, str | None]:
     """`provider/model` by prefix; a bare name to the provider that lists it, else `default`."""
     prefix, slash, rest = name.partition("/")
     provider = ALIASES.get(prefix, prefix)
-    if slash and provider in PROVIDERS:
+    if slash and provider in PROVIDER_NAMES:
         return provider, rest or None
     for candidate, client in providers.clients.items():
         if client.default_model == name:
@@ -77,6 +61,24 @@ def plain_message(message: OpenAIMessage, index: int) -> Message:
     return Message(role=role, content=content or "")
 
 
+def _text(content: str | list[ContentPart] | None) -> str:
+    if isinstance(content, list):
+        return "".join(part.text or "" for part in content if part.type == "text")
+    return content or ""
+
+
+def text_turns(messages: list[OpenAIMessage]) -> list[Message]:
+    """What a conversation keeps of OpenAI messages: their text. Tool calls and results
+    belong to one exchange, not to what the next request should be reminded of."""
+    kept = []
+    for message in messages:
+        if message.role in ("tool", "function") or message.tool_calls:
+            continue
+        role = "system" if message.role == "developer" else message.role
+        kept.append(Message(role=role, content=_text(message.content)))
+    return kept
+
+
 def raw_message(message: OpenAIMessage | Message) -> dict[str, Any]:
     """An OpenAI message for the `chatgpt` provider: everything the client sent, kept, but
     `developer` said as `system`, which every OpenAI-compatible server understands."""
@@ -86,23 +88,21 @@ def raw_message(message: OpenAIMessage | Message) -> dict[str, Any]:
     return raw
 
 
-def check_supported(body: OpenAIChatRequest, provider: str) -> None:
+def check_supported(body: OpenAIChatRequest, provider: str, capabilities: Capabilities) -> None:
     """Refuse what would change the answer if it were quietly dropped."""
     if body.n is not None and body.n > 1:
         raise InvalidRequestError("n > 1 is not supported: chatproxy returns one choice", param="n")
     if body.logprobs:
         raise InvalidRequestError("logprobs are not supported through chatproxy", param="logprobs")
-    if provider == OPENAI_NATIVE:
-        return
     for field in ("tools", "functions"):
-        if getattr(body, field) and provider not in TOOL_PROVIDERS:
+        if getattr(body, field) and not capabilities.tools:
             raise InvalidRequestError(
                 f"provider '{provider}' does not support {field} through chatproxy; "
                 "use a chatgpt/... or gigachat/... model",
                 param=field,
             )
     wants_json = body.response_format and body.response_format.get("type") != "text"
-    if wants_json:
+    if wants_json and "response_format" not in capabilities.openai_fields:
         raise InvalidRequestError(
             f"response_format is not supported by provider '{provider}'", param="response_format"
         )
@@ -115,16 +115,19 @@ def uses_tools(body: OpenAIChatRequest) -> bool:
     return any(m.role in ("tool", "function") or m.tool_calls for m in body.messages)
 
 
-def passthrough_fields(body: OpenAIChatRequest, provider: str) -> dict[str, object]:
-    """OpenAI fields a provider receives as they were sent: all of them for `chatgpt`, the
-    tool fields for GigaChat's client to translate, none for the others."""
-    if provider == OPENAI_NATIVE:
-        keys: tuple[str, ...] = OPENAI_PASSTHROUGH
-    elif provider in TOOL_PROVIDERS:
-        keys = OPENAI_TOOL_FIELDS
-    else:
-        return {}
-    fields = {key: getattr(body, key) for key in keys if getattr(body, key) is not None}
+def takes_openai_messages(body: OpenAIChatRequest, capabilities: Capabilities) -> bool:
+    """Whether the client gets OpenAI's messages as sent rather than plain text turns."""
+    return capabilities.openai_messages or (capabilities.tools and uses_tools(body))
+
+
+def passthrough_fields(body: OpenAIChatRequest, capabilities: Capabilities) -> dict[str, object]:
+    """The OpenAI fields this client receives as they were sent (all of them for OpenAI
+    itself, the tool fields for GigaChat to translate, none for the others)."""
+    fields = {
+        key: value
+        for key in capabilities.openai_fields
+        if (value := getattr(body, key, None)) is not None
+    }
     # Tool fields arrive as validated models; providers get them back as plain JSON.
     return {
         key: pydantic_core.to_jsonable_python(v, exclude_none=True) for key, v in fields.items()

@@ -16,7 +16,7 @@ async def read_events(resp: aiohttp.ClientResponse) -> list[tuple[str, Any]]:
         if not block.strip():
             continue
         name, data = "message", []
-        for line in block.splitlines():
+        for line in block.split("\n"):  # not splitlines(): JSON may hold U+2028 unescaped
             if line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):

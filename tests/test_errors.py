@@ -132,7 +132,7 @@ async def test_unexpected_bug_is_a_json_500_without_traceback(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr("chatproxy.handlers.chat.apply_system_prompt", broken)
+    monkeypatch.setattr("chatproxy.pipeline.apply_system_prompt", broken)
     resp = await client.post("/chatgpt/", json={"messages": [USER]})
     assert resp.status == 500
     text = await resp.text()

@@ -91,7 +91,8 @@ async def test_still_rejected_after_refresh_is_502(
 async def test_bad_credentials_are_502_and_never_echoed(
     giga_proxy: Proxy, fake_gigachat: FakeGigaChat
 ) -> None:
-    wrong = "d3Jvbmc6Y3JlZGVudGlhbHM="
+    # base64 of wrong-client-7f3a:wrong-secret-9c21: parts no error message would contain.
+    wrong = "d3JvbmctY2xpZW50LTdmM2E6d3Jvbmctc2VjcmV0LTljMjE="
     client = await giga_proxy(gigachat_credentials=wrong)
     resp = await client.post("/gigachat/", json={"messages": [USER]})
     assert resp.status == 502
@@ -216,3 +217,14 @@ async def test_verification_off_works_but_warns(
         client = await giga_proxy(gigachat_verify_ssl=False)
     assert any("NOT checked" in r.getMessage() for r in caplog.records)
     assert (await client.post("/gigachat/", json={"messages": [USER]})).status == 200
+
+
+async def test_only_empty_system_text_is_a_400_not_an_empty_call(
+    giga_proxy: Proxy, fake_gigachat: FakeGigaChat
+) -> None:
+    """Found by fuzzing: the client's empty system message keeps the operator's prompt
+    out, and folding system texts left GigaChat nothing at all."""
+    client = await giga_proxy()
+    resp = await client.post("/gigachat/", json={"messages": [{"role": "system", "content": ""}]})
+    assert resp.status == 400 and (await resp.json())["param"] == "messages"
+    assert fake_gigachat.chats == []

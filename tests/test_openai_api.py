@@ -205,7 +205,7 @@ async def test_fields_that_would_change_the_answer_are_refused(
     proxy: Proxy, fake_openai: FakeOpenAI, extra: dict[str, Any], param: str
 ) -> None:
     """Refused on providers without tools or images, before anything is sent anywhere."""
-    client = await proxy()
+    client = await proxy(ernie_api_key="ernie-key", ernie_secret_key="ernie-secret")
     resp = await client.post(
         "/v1/chat/completions",
         json={"model": "ernie/ernie-4.0-8k", "messages": [USER], **extra},

@@ -37,6 +37,8 @@ class Completion:
     usage: Usage
     finish_reason: str = "stop"
     tool_calls: list[dict[str, Any]] | None = None
+    # The provider asks that the conversation so far be forgotten (ERNIE's need_clear_history).
+    clear_history: bool = False
 
 
 @dataclass(slots=True)
@@ -47,13 +49,27 @@ class Delta:
     finish_reason: str | None = None
     usage: Usage | None = None
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI's tool-call fragments, as sent
+    clear_history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a client can take, so that nothing outside `clients/` tests a provider's name."""
+
+    # OpenAI's messages as the client sent them: tool calls, tool results, image parts.
+    openai_messages: bool = False
+    # Tool calling, in OpenAI's terms (a client translates into its own dialect).
+    tools: bool = False
+    # OpenAI request fields the client receives as they were sent.
+    openai_fields: frozenset[str] = frozenset()
 
 
 class ChatClient(Protocol):
-    """What a handler needs from a provider."""
+    """What the pipeline needs from a provider."""
 
     name: str
     default_model: str
+    capabilities: Capabilities
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from chatproxy.clients.auth import OAuthClient
-from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.base import Capabilities, Completion, CompletionRequest, Delta
 from chatproxy.clients.ernie_rules import (
     MODELS,
     ErnieTokenError,
@@ -49,6 +49,7 @@ class ErnieClient(OAuthClient):
     """Token in the query string; the model name picks the endpoint path."""
 
     name = "ernie"
+    capabilities = Capabilities()
 
     def __init__(
         self,

@@ -169,7 +169,11 @@ def parse_answer(data: Any, model: str) -> Completion:
     except UpstreamResponseError as exc:
         raise malformed("ERNIE", "answer", exc) from None
     return Completion(
-        content=data["result"], model=model, usage=usage, finish_reason=finish_reason(data)
+        content=data["result"],
+        model=model,
+        usage=usage,
+        finish_reason=finish_reason(data),
+        clear_history=data.get("need_clear_history") is True,
     )
 
 
@@ -191,6 +195,7 @@ def parse_event(text: str) -> Delta:
         content=_text(data, "result"),
         finish_reason=finish_reason(data) if ended else None,
         usage=usage,
+        clear_history=data.get("need_clear_history") is True,
     )
 
 

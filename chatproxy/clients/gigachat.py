@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -9,7 +10,7 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 
 from chatproxy.clients.auth import OAuthClient
-from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.base import Capabilities, Completion, CompletionRequest, Delta
 from chatproxy.clients.gigachat_functions import (
     adapt_answer,
     adapt_chunk,
@@ -18,8 +19,13 @@ from chatproxy.clients.gigachat_functions import (
     gigachat_messages,
 )
 from chatproxy.clients.http import Upstream
-from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
-from chatproxy.errors import UpstreamAuthError, UpstreamResponseError
+from chatproxy.clients.openai_format import (
+    OPENAI_TOOL_FIELDS,
+    chat_payload,
+    parse_completion,
+    stream_deltas,
+)
+from chatproxy.errors import InvalidRequestError, UpstreamAuthError, UpstreamResponseError
 from chatproxy.schemas import Message
 
 T = TypeVar("T")
@@ -39,16 +45,18 @@ def merge_system_messages(messages: list[Message]) -> list[Message]:
 
 
 def gigachat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
-    adapted = CompletionRequest(
-        model=request.model,
+    """The request in GigaChat's terms: one system message, and OpenAI's tool fields (in
+    `extra`) as its functions rather than passed on as they are."""
+    raw = request.raw_messages  # /v1 with tools: OpenAI's messages, translated
+    adapted = dataclasses.replace(
+        request,
         messages=merge_system_messages(request.messages),
-        temperature=request.temperature,
-        top_p=request.top_p,
-        max_tokens=request.max_tokens,
+        raw_messages=None if raw is None else gigachat_messages(raw, request.added_before),
+        extra=None,
     )
-    if request.raw_messages is not None:  # /v1 with tools: OpenAI's messages, translated
-        adapted.raw_messages = gigachat_messages(request.raw_messages, request.added_before)
     payload = chat_payload(adapted, stream=stream)
+    if not payload["messages"]:  # only empty system text was sent: nothing to ask
+        raise InvalidRequestError("GigaChat needs at least one message with text", param="messages")
     extra = request.extra or {}
     functions = functions_from(extra)
     if functions:
@@ -67,6 +75,8 @@ class GigaChatClient(OAuthClient):
     """OpenAI-shaped chat and models under GIGACHAT_BASE_URL, behind a 30-minute token."""
 
     name = "gigachat"
+    # GigaChat's functions, translated from OpenAI's tools in gigachat_functions.
+    capabilities = Capabilities(tools=True, openai_fields=OPENAI_TOOL_FIELDS)
 
     def __init__(
         self,

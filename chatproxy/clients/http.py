@@ -45,6 +45,19 @@ class Timeouts:
     max_body_bytes: int = 8 * 1024 * 1024
 
 
+def error_text(data: Any) -> str | None:
+    """The message of a parsed error object, whatever its shape; None if it has none."""
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:MAX_UPSTREAM_MESSAGE]
+    for key in ("message", "error_msg", "error_description", "detail", "error"):
+        if isinstance(data.get(key), str | int) and data[key] != "":
+            return str(data[key])[:MAX_UPSTREAM_MESSAGE]
+    return None
+
+
 def upstream_message(body: bytes) -> str:
     """The human part of an upstream error body, whatever its shape."""
     text = body.decode("utf-8", "replace").strip()
@@ -52,14 +65,7 @@ def upstream_message(body: bytes) -> str:
         data = pydantic_core.from_json(text)
     except ValueError:
         return text[:MAX_UPSTREAM_MESSAGE] or "no message"
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:MAX_UPSTREAM_MESSAGE]
-        for key in ("message", "error_msg", "error_description", "detail", "error"):
-            if isinstance(data.get(key), str | int) and data[key] != "":
-                return str(data[key])[:MAX_UPSTREAM_MESSAGE]
-    return text[:MAX_UPSTREAM_MESSAGE]
+    return error_text(data) or text[:MAX_UPSTREAM_MESSAGE]
 
 
 def public_url(url: str) -> str:

@@ -8,9 +8,14 @@ from typing import Any
 from pydantic import SecretStr
 from yarl import URL
 
-from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.base import Capabilities, Completion, CompletionRequest, Delta
 from chatproxy.clients.http import Upstream
-from chatproxy.clients.openai_format import chat_payload, parse_completion, stream_deltas
+from chatproxy.clients.openai_format import (
+    OPENAI_PASSTHROUGH,
+    chat_payload,
+    parse_completion,
+    stream_deltas,
+)
 from chatproxy.errors import UpstreamResponseError
 
 
@@ -18,6 +23,7 @@ class OpenAIClient:
     """Bearer key, `POST {base}/chat/completions`, `GET {base}/models`."""
 
     name = "chatgpt"
+    capabilities = Capabilities(openai_messages=True, tools=True, openai_fields=OPENAI_PASSTHROUGH)
 
     def __init__(
         self, upstream: Upstream, *, base_url: str, api_key: SecretStr | None, default_model: str

@@ -9,12 +9,24 @@ import aiohttp
 import pydantic_core
 
 from chatproxy.clients.base import Completion, CompletionRequest, Delta
-from chatproxy.clients.http import Timeouts, upstream_message
+from chatproxy.clients.http import Timeouts, error_text
 from chatproxy.clients.sse import iter_events
 from chatproxy.errors import UpstreamError, UpstreamResponseError
 from chatproxy.schemas import Usage
 
 ChunkAdapter = Callable[[dict[str, Any]], dict[str, Any]]
+# OpenAI's tool fields: what a tool-calling client that is not OpenAI itself translates.
+OPENAI_TOOL_FIELDS = frozenset({"tools", "tool_choice", "functions", "function_call"})
+# Every OpenAI field an OpenAI-compatible server receives as it was sent.
+OPENAI_PASSTHROUGH = OPENAI_TOOL_FIELDS | {
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "logit_bias",
+    "user",
+    "response_format",
+    "parallel_tool_calls",
+}
 
 
 def chat_payload(request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
@@ -84,6 +96,11 @@ def _optional_text(value: Any, what: str) -> str | None:
 
 def parse_completion(data: Any, *, provider: str, model: str) -> Completion:
     """A `chat.completion` object as a `Completion`; anything else is a 502."""
+    if isinstance(data, dict) and "error" in data and "choices" not in data:
+        # An error report sent with HTTP 200: its message is the only explanation there is.
+        raise UpstreamError(
+            f"{provider} answered with an error: {error_text(data) or 'no message'}"
+        )
     choices = data.get("choices") if isinstance(data, dict) else None
     choice = choices[0] if isinstance(choices, list) and choices else None
     message = choice.get("message") if isinstance(choice, dict) else None
@@ -116,7 +133,7 @@ def parse_chunk(data: str, provider: str, adapt: ChunkAdapter | None = None) -> 
     if not isinstance(chunk, dict):
         raise UpstreamResponseError(f"{provider} sent a stream event that is not an object")
     if "error" in chunk:
-        raise UpstreamError(f"{provider} failed mid-stream: {upstream_message(data.encode())}")
+        raise UpstreamError(f"{provider} failed mid-stream: {error_text(chunk) or 'no message'}")
     if adapt is not None:
         chunk = adapt(chunk)
     try:

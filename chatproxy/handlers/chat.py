@@ -1,4 +1,4 @@
-"""`POST /{provider}/`: the native stateless proxy."""
+"""`POST /{provider}/`: the native route, parsing a request and framing its answer."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 import pydantic_core
 from aiohttp import web
 
-from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.access import client_owner
+from chatproxy.clients.base import Completion, Delta
 from chatproxy.errors import ChatProxyError, MethodNotAllowedError, NotFoundError
-from chatproxy.handlers.common import check_message_count, parse_body
+from chatproxy.handlers.common import check_message_count, conversation_id_of, parse_body
 from chatproxy.handlers.streaming import StreamResult, error_event_data, relay, sse
-from chatproxy.keys import PROVIDERS, SETTINGS
+from chatproxy.keys import SETTINGS
 from chatproxy.logs import request_id_var
-from chatproxy.prompt import apply_system_prompt
+from chatproxy.pipeline import ChatCall, open_turn
 from chatproxy.providers import unknown_provider_error
 from chatproxy.schemas import ChatRequest, Message, Usage
 
@@ -25,9 +26,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class NativeFramer:
     """`event: delta` / `event: done` / `event: error`, as DESIGN.md describes."""
 
-    def __init__(self, model: str, sent: list[Message]) -> None:
+    def __init__(self, model: str, sent: list[Message], conversation_id: str | None) -> None:
         self.model = model
         self.sent = sent
+        self.conversation_id = conversation_id
 
     def delta(self, delta: Delta) -> bytes:
         if not delta.content:
@@ -36,7 +38,12 @@ class NativeFramer:
 
     def done(self, result: StreamResult) -> bytes:
         body = answer_json(
-            self.model, self.sent, result.content, result.usage or Usage(), result.finish_reason
+            self.model,
+            self.sent,
+            result.content,
+            result.usage or Usage(),
+            result.finish_reason,
+            self.conversation_id,
         )
         return sse(body.decode(), "done")
 
@@ -81,35 +88,40 @@ def chat_handler(name: str) -> Handler:
             raise MethodNotAllowedError(
                 f"{request.method} is not allowed on {request.path}; use POST"
             )
-        app = request.app
-        providers, settings = app[PROVIDERS], app[SETTINGS]
+        settings = request.app[SETTINGS]
         body = await parse_body(request, ChatRequest, settings.max_body_bytes)
         check_message_count(body.messages, settings.max_messages)
-        client = providers.get(name)
-        messages = apply_system_prompt(
-            body.messages, settings.system_prompt_for(name), settings.system_prompt_mode
-        )
-        call = CompletionRequest(
-            model=body.model or client.default_model,
-            messages=messages,
+        conversation_id = conversation_id_of(request, body.conversation_id)
+        call = ChatCall(
+            provider=name,
+            messages=body.messages,
+            model=body.model,
             temperature=body.temperature,
             top_p=body.top_p,
             max_tokens=body.max_tokens,
             stop=stop_list(body.stop),
+            conversation_id=conversation_id,
+            owner=client_owner(request) if conversation_id else "",
             request_id=request_id_var.get(),
         )
-        with providers.track(name):
-            if body.stream:
-                framer = NativeFramer(call.model, messages)
-                return await relay(request, client.stream(call), framer)
-            completion = await client.complete(call)
-        return chat_response(completion, messages)
+        turn = await open_turn(request.app, call)
+        sent = turn.request.messages
+        if body.stream:
+            framer = NativeFramer(turn.request.model, sent, conversation_id)
+            return await relay(request, turn.stream(), framer)
+        completion = await turn.complete()
+        return chat_response(completion, sent, conversation_id)
 
     return chat
 
 
 def answer_json(
-    model: str, sent: list[Message], content: str, usage: Usage, finish_reason: str
+    model: str,
+    sent: list[Message],
+    content: str,
+    usage: Usage,
+    finish_reason: str,
+    conversation_id: str | None = None,
 ) -> bytes:
     """`ChatResponse`'s JSON, built from a dict: a quarter of the cost of the model's dump.
     The plain answer and a stream's `done` event are this same object."""
@@ -119,11 +131,20 @@ def answer_json(
         "usage": usage.as_dict(),
         "finish_reason": finish_reason,
     }
+    if conversation_id is not None:
+        answer["conversation_id"] = conversation_id
     return pydantic_core.to_json(answer)
 
 
-def chat_response(completion: Completion, sent: list[Message]) -> web.Response:
+def chat_response(
+    completion: Completion, sent: list[Message], conversation_id: str | None
+) -> web.Response:
     body = answer_json(
-        completion.model, sent, completion.content, completion.usage, completion.finish_reason
+        completion.model,
+        sent,
+        completion.content,
+        completion.usage,
+        completion.finish_reason,
+        conversation_id,
     )
     return web.Response(body=body, content_type="application/json")

@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sized
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from chatproxy.errors import InvalidRequestError, PayloadTooLargeError
+from chatproxy.errors import InvalidRequestError, PayloadTooLargeError, RequestTimeoutError
+from chatproxy.history.base import valid_conversation_id
+from chatproxy.keys import SETTINGS
 from chatproxy.schemas import describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, refused by its Content-Length before any of it is read when too big."""
+    """The raw body, refused by its Content-Length before any of it is read when too big,
+    and a 408 when it takes longer than CLIENT_BODY_TIMEOUT to arrive."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-    return await request.read()  # aiohttp stops chunked bodies at client_max_size (413)
+    if request.content.is_eof():  # it came with the head, as small bodies do: no timer
+        return await request.read()
+    timeout = request.app[SETTINGS].client_body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()  # aiohttp stops chunked bodies at client_max_size
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout:g} s (CLIENT_BODY_TIMEOUT)"
+        ) from None
 
 
 async def parse_body(request: web.Request, model: type[M], limit: int) -> M:
@@ -49,3 +62,25 @@ def json_response(model: BaseModel, *, status: int = 200) -> web.Response:
         status=status,
         content_type="application/json",
     )
+
+
+CONVERSATION_HEADER = "X-Conversation-ID"
+
+
+def conversation_id_of(request: web.Request, in_body: str | None) -> str | None:
+    """The conversation a chat request names: its body's `conversation_id`, or the
+    `X-Conversation-ID` header (which the openai SDK's `extra_headers` can send)."""
+    header = request.headers.get(CONVERSATION_HEADER)
+    if header is None:
+        return in_body
+    if not valid_conversation_id(header):
+        raise InvalidRequestError(
+            f"{CONVERSATION_HEADER}: at most 128 characters of A-Z a-z 0-9 . _ : / -",
+            param=CONVERSATION_HEADER,
+        )
+    if in_body is not None and in_body != header:
+        raise InvalidRequestError(
+            f"conversation_id '{in_body}' and {CONVERSATION_HEADER} '{header}' differ; send one",
+            param="conversation_id",
+        )
+    return header

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
 from chatproxy import __version__
 from chatproxy.errors import ChatProxyError
 from chatproxy.handlers.common import json_response
-from chatproxy.keys import PROVIDERS, REDACTOR, STARTED
+from chatproxy.keys import HISTORY, PROVIDERS, REDACTOR, STARTED
 from chatproxy.providers import Providers
 from chatproxy.schemas import ModelCard, ModelList
 
@@ -25,6 +26,11 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     is_ready, states = request.app[PROVIDERS].readiness()
+    history = request.app.get(HISTORY)
+    if history is not None:
+        reason = await history.not_ready_reason()
+        states["history"] = reason or "ok"
+        is_ready = is_ready and reason is None
     return web.json_response(
         {"status": "ready" if is_ready else "not_ready", "providers": states},
         status=200 if is_ready else 503,
@@ -39,10 +45,18 @@ async def status(request: web.Request) -> web.Response:
             "uptime_s": round(time.monotonic() - request.app[STARTED], 1),
             "shutting_down": providers.shutting_down,
             "providers": providers.status(),
+            "history": _history_status(request.app),
         }
     )
     # URLs and provider states are operator configuration: scrubbed as log lines are.
     return web.Response(text=request.app[REDACTOR](body), content_type="application/json")
+
+
+def _history_status(app: web.Application) -> dict[str, Any]:
+    history = app.get(HISTORY)
+    if history is None:
+        return {"enabled": False}
+    return {"enabled": True, "store": history.description, "max_turns": history.max_turns}
 
 
 async def model_cards(providers: Providers) -> list[ModelCard]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from random import getrandbits
@@ -10,29 +11,31 @@ from typing import Any
 import pydantic_core
 from aiohttp import web
 
-from chatproxy.clients.base import Completion, CompletionRequest, Delta
-from chatproxy.errors import ChatProxyError
+from chatproxy.access import client_owner
+from chatproxy.clients.base import Completion, Delta
+from chatproxy.errors import ChatProxyError, InvalidRequestError, NotFoundError
 from chatproxy.handlers.chat import stop_list
-from chatproxy.handlers.common import check_message_count, json_response, parse_body
+from chatproxy.handlers.common import (
+    check_message_count,
+    conversation_id_of,
+    json_response,
+    parse_body,
+)
 from chatproxy.handlers.meta import model_cards
 from chatproxy.handlers.streaming import StreamResult, relay, sse
-from chatproxy.keys import PROVIDERS, SETTINGS
+from chatproxy.keys import HISTORY, PROVIDERS, SETTINGS
 from chatproxy.logs import request_id_var
-from chatproxy.openai_schemas import (
-    OpenAIChatRequest,
-)
-from chatproxy.prompt import apply_system_prompt
+from chatproxy.openai_schemas import OpenAIChatRequest, OpenAIMessage
+from chatproxy.pipeline import ChatCall, open_turn
 from chatproxy.routing import (
-    OPENAI_NATIVE,
-    TOOL_PROVIDERS,
     check_supported,
     passthrough_fields,
     plain_message,
-    raw_message,
     route_model,
-    uses_tools,
+    takes_openai_messages,
+    text_turns,
 )
-from chatproxy.schemas import Message, ModelList
+from chatproxy.schemas import ModelList
 
 DONE = b"data: [DONE]\n\n"
 
@@ -50,7 +53,7 @@ class OpenAIFramer:
     each chunk encodes only its delta, a third of the cost of building the models.
     """
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, conversation_id: str | None = None) -> None:
         self.include_usage = include_usage
         self.role_sent = False
         envelope = {
@@ -59,6 +62,8 @@ class OpenAIFramer:
             "created": int(time.time()),
             "model": model,
         }
+        if conversation_id is not None:
+            envelope["conversation_id"] = conversation_id
         self._head = b"data: " + pydantic_core.to_json(envelope)[:-1]  # without its `}`
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -94,46 +99,65 @@ class OpenAIFramer:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    providers = request.app[PROVIDERS]
+    app = request.app
+    settings, providers = app[SETTINGS], app[PROVIDERS]
     body = await parse_body(request, OpenAIChatRequest, settings.max_body_bytes)
     check_message_count(body.messages, settings.max_messages)
-    provider, model = await route_model(body.model, providers, settings.default_provider)
-    check_supported(body, provider)
-    prompt, mode = settings.system_prompt_for(provider), settings.system_prompt_mode
-    raw: list[dict[str, Any]] | None = None
-    if provider == OPENAI_NATIVE or (provider in TOOL_PROVIDERS and uses_tools(body)):
+    conversation_id = conversation_id_of(request, body.conversation_id)
+    owner = client_owner(request) if conversation_id else ""
+    model_name = body.model or await stored_model(app, conversation_id, owner)
+    provider, model = await route_model(model_name, providers, settings.default_provider)
+    capabilities = providers.get(provider).capabilities
+    check_supported(body, provider, capabilities)
+    if takes_openai_messages(body, capabilities):
         # OpenAI itself takes tool calls, tool results and image parts as they came; GigaChat's
         # client translates them into its function-calling dialect.
-        raw = [raw_message(m) for m in apply_system_prompt(body.messages, prompt, mode)]
-        messages: list[Message] = []
+        openai_messages: list[OpenAIMessage] | None = body.messages
+        messages = text_turns(body.messages) if conversation_id else []
     else:
-        plain = [plain_message(m, i) for i, m in enumerate(body.messages)]
-        messages = apply_system_prompt(plain, prompt, mode)
-    client = providers.get(provider)
-    call = CompletionRequest(
-        model=model or client.default_model,
+        openai_messages = None
+        messages = [plain_message(m, i) for i, m in enumerate(body.messages)]
+    call = ChatCall(
+        provider=provider,
         messages=messages,
-        raw_messages=raw,
-        added_before=len(raw or messages) - len(body.messages),
+        model=model,
+        openai_messages=openai_messages,
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=body.max_tokens or body.max_completion_tokens,
         stop=stop_list(body.stop),
-        extra=passthrough_fields(body, provider),
+        extra=passthrough_fields(body, capabilities),
+        conversation_id=conversation_id,
+        owner=owner,
         request_id=request_id_var.get(),
     )
-    with providers.track(provider):
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await relay(
-                request, client.stream(call), OpenAIFramer(body.model, include_usage)
-            )
-        completion = await client.complete(call)
-    return completion_response(completion, body.model)
+    turn = await open_turn(app, call)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        framer = OpenAIFramer(model_name, include_usage, conversation_id)
+        return await relay(request, turn.stream(), framer)
+    completion = await turn.complete()
+    return completion_response(completion, model_name, conversation_id)
 
 
-def completion_response(completion: Completion, model: str) -> web.Response:
+async def stored_model(app: web.Application, conversation_id: str | None, owner: str) -> str:
+    """No model named: the conversation's default `provider/model`, if it has one."""
+    history = app.get(HISTORY)
+    stored = None
+    if history is not None and conversation_id is not None:
+        with contextlib.suppress(NotFoundError):
+            stored = await history.model(conversation_id, owner)
+    if stored is None:
+        raise InvalidRequestError(
+            "model: Field required (or name a conversation that has a default model)",
+            param="model",
+        )
+    return stored
+
+
+def completion_response(
+    completion: Completion, model: str, conversation_id: str | None = None
+) -> web.Response:
     """A `ChatCompletion` (openai_schemas.py, which a test holds this to) built as a dict:
     a third of the cost of building and dumping the models on every request."""
     message: dict[str, Any] = {
@@ -158,6 +182,8 @@ def completion_response(completion: Completion, model: str) -> web.Response:
         "usage": completion.usage.as_dict(),
         "system_fingerprint": None,
     }
+    if conversation_id is not None:  # chatproxy's own field; OpenAI clients keep extras
+        answer["conversation_id"] = conversation_id
     return web.Response(body=pydantic_core.to_json(answer), content_type="application/json")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator
@@ -16,6 +17,7 @@ from chatproxy.keys import REDACTOR
 from chatproxy.logs import REQUEST_ID_HEADER, request_id_var
 from chatproxy.redact import scrubbed
 from chatproxy.schemas import Usage
+from chatproxy.server import DRAIN, shutting_down
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {
@@ -66,13 +68,21 @@ def error_event_data(exc: ChatProxyError) -> str:
 async def relay(
     request: web.Request, deltas: AsyncGenerator[Delta, None], framer: Framer
 ) -> web.StreamResponse:
-    """Wait for the first delta (so early failures stay plain HTTP errors), then stream."""
+    """Wait for the first delta (so early failures stay plain HTTP errors), then stream.
+
+    A stream still open at the shutdown deadline is cancelled by chatproxy.server's drain
+    (the pipeline registered it): before its first byte it answers 503, after it ends with
+    an error event.
+    """
+    drain = request.app.get(DRAIN)  # absent where an app is served without chatproxy.server
     try:
         first: Delta | None = await anext(deltas)
     except StopAsyncIteration:
         first = None
-    except BaseException:
+    except BaseException as exc:
         await deltas.aclose()
+        if isinstance(exc, asyncio.CancelledError) and drain is not None and drain.claims():
+            raise shutting_down() from None
         raise
     response = web.StreamResponse(headers=SSE_HEADERS)
     # The middleware sets the id on responses it sees before they are sent; a stream is sent
@@ -92,6 +102,10 @@ async def relay(
     except ChatProxyError as exc:
         log.warning("stream failed after the first byte: %s", exc.message)
         await response.write(framer.error(scrubbed(exc, request.app[REDACTOR])))
+    except asyncio.CancelledError:
+        if drain is None or not drain.claims():
+            raise
+        await response.write(framer.error(shutting_down()))
     except (ConnectionError, web.HTTPException):
         raise
     except Exception:

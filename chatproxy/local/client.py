@@ -10,7 +10,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from chatproxy.clients.base import Completion, CompletionRequest, Delta
+from chatproxy.clients.base import Capabilities, Completion, CompletionRequest, Delta
 from chatproxy.errors import InvalidRequestError
 from chatproxy.local.detok import IncrementalText
 from chatproxy.local.engine import LocalEngine
@@ -59,6 +59,7 @@ class LocalClient:
     """Prepares jobs (tokenizing off the event loop) and turns job events into deltas."""
 
     name = "local"
+    capabilities = Capabilities()
 
     def __init__(self, engine: LocalEngine) -> None:
         self.engine = engine

@@ -126,6 +126,8 @@ class FakeGigaChat:
             return await self.answer(request)
         body = await request.json()
         self.chats.append(body)
+        if not body.get("messages"):
+            return web.json_response({"status": 422, "message": "messages is empty"}, status=422)
         roles = [m["role"] for m in body["messages"]]
         if "system" in roles[1:]:
             return web.json_response(

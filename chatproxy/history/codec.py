@@ -1,0 +1,57 @@
+"""A turn as the SQL and Redis stores keep it: one JSON array of message objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from chatproxy.history.base import StoredMessage
+
+
+def utc(timestamp: datetime) -> datetime:
+    """The same instant in UTC; a naive timestamp is refused, since its zone is unknown."""
+    if timestamp.utcoffset() is None:
+        raise ValueError(f"timestamp {timestamp.isoformat()} has no time zone")
+    return timestamp.astimezone(UTC)
+
+
+def check_turn(turn: Sequence[StoredMessage]) -> list[StoredMessage]:
+    """The turn with UTC timestamps; an empty turn is refused."""
+    if not turn:
+        raise ValueError("a turn holds at least one message")
+    return [replace(m, timestamp=utc(m.timestamp)) for m in turn]
+
+
+def encode_turn(turn: Sequence[StoredMessage]) -> str:
+    if not turn:
+        raise ValueError("a turn holds at least one message")
+    items = [
+        {
+            "role": m.role,
+            "content": m.content,
+            "timestamp": utc(m.timestamp).isoformat(),
+            "model": m.model,
+        }
+        for m in turn
+    ]
+    text = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800") cannot be UTF-8: keep it as an escape.
+        text = json.dumps(items, separators=(",", ":"))
+    return text
+
+
+def decode_turn(text: str | bytes) -> list[StoredMessage]:
+    return [
+        StoredMessage(
+            role=m["role"],
+            content=m["content"],
+            timestamp=datetime.fromisoformat(m["timestamp"]),
+            model=m["model"],
+        )
+        for m in json.loads(text)
+    ]

@@ -1,0 +1,326 @@
+"""Serving the app: client limits on every connection, and the drain on SIGTERM or SIGINT.
+
+The drain, as the README promises: at the signal readiness turns 503 and new chat requests
+get 503, while the listener stays open; requests in flight get up to SHUTDOWN_TIMEOUT to
+finish; at that deadline a stream still open ends with an error event; then the listener
+and every connection close, the upstream sessions close, and the process exits.
+
+aiohttp's RequestHandler and Server are subclassed for what they offer no option for: a
+time limit on the first request head, a cap on connections, and JSON bodies for the 400s
+its parser answers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import resource
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod
+from aiohttp.web_protocol import RequestHandler
+
+from chatproxy.config import Settings
+from chatproxy.errors import ServiceUnavailableError
+from chatproxy.keys import PROVIDERS
+from chatproxy.schemas import ErrorResponse
+
+log = logging.getLogger(__name__)
+# Where aiohttp's parser messages start quoting the request: `...: b'X-Bad: a\\rb'`.
+_QUOTED = re.compile(r"[:\s]+b?['\"]")
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# How often the drain looks whether requests are still in flight.
+DRAIN_POLL = 0.02
+# After the deadline: how long cancelled streams get to write their error event, and how
+# long aiohttp then waits (twice) for a handler before it cuts the connection.
+STREAM_END_GRACE = 0.3
+CUT_GRACE = 0.2
+# How long a body the handler did not read (413, 401, 408) is still read and thrown away
+# before the connection closes, so the client can read the answer; aiohttp's default is 10.
+LINGERING_TIME = 2.0
+# Descriptors wanted besides client connections: upstream pools, logs, the listener.
+SPARE_FDS = 1024
+# A refused connection is logged at most this often, seconds.
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+def shutting_down() -> ServiceUnavailableError:
+    return ServiceUnavailableError("chatproxy is shutting down", retry_after=1)
+
+
+class Drain:
+    """The streams in flight, and whether the shutdown deadline has passed.
+
+    `relay` registers its task here for the life of a stream (a set add and a done callback
+    per stream, nothing per chunk); at the deadline the drain cancels each, and relay, seeing
+    `expired`, takes the cancellation back and ends the stream with an error event.
+    """
+
+    __slots__ = ("expired", "streams")
+
+    def __init__(self) -> None:
+        self.streams: set[asyncio.Task[Any]] = set()
+        self.expired = False
+
+    def track(self, task: asyncio.Task[Any] | None) -> None:
+        """Know `task`, a stream's, until it is done."""
+        if task is not None:
+            self.streams.add(task)
+            task.add_done_callback(self.streams.discard)
+
+    def claims(self) -> bool:
+        """Whether the current task's cancellation is the deadline's; if so it is undone
+        (Task.uncancel), so the stream may still write its last event."""
+        if not self.expired:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
+
+    async def expire(self) -> None:
+        """The deadline: cancel every stream still open, and let each write its error."""
+        self.expired = True
+        streams = list(self.streams)
+        if not streams:
+            return
+        log.warning("shutdown deadline: ending %d open stream(s)", len(streams))
+        for task in streams:
+            task.cancel("chatproxy is shutting down")
+        await asyncio.wait(streams, timeout=STREAM_END_GRACE)
+
+
+DRAIN = web.AppKey("drain", Drain)
+
+
+class ChatRequestHandler(RequestHandler):
+    """aiohttp's connection protocol, plus a time limit on the first request head and
+    JSON bodies on the errors aiohttp answers itself."""
+
+    __slots__ = ("_head_timer",)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._head_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        # aiohttp's keep-alive timer already bounds an idle connection and a slow head on
+        # a reused one; a new connection must send its first head sooner. Per connection,
+        # not per request: the hot path stays as it was.
+        manager = self._manager
+        if isinstance(manager, ChatServer) and manager.header_timeout < self._keepalive_timeout:
+            self._head_timer = self._loop.call_later(manager.header_timeout, self._head_overdue)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self._request_count == 0:  # not one complete request head since it connected
+            self.force_close()
+
+    @property
+    def busy(self) -> bool:
+        return self._request_in_progress
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's own error answers (a request its parser refused, a handler that failed
+        outside the middleware) as JSON, like every other error, without a traceback for
+        a client's malformed request."""
+        reason = parser_reason(message)
+        if status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        elif isinstance(exc, BadHttpMethod):  # TLS or other non-HTTP bytes on the port
+            self.logger.debug("not HTTP from %s: %s", request.remote, reason)
+        else:
+            self.logger.info("malformed request from %s: %s", request.remote, reason)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has begun; no error answer can follow")
+        if status == 400:
+            error = ErrorResponse(
+                error=f"malformed HTTP request: {reason}", type="invalid_request_error"
+            )
+        elif status >= 500:
+            error = ErrorResponse(error="internal error; see the server log", type="internal_error")
+        else:
+            error = ErrorResponse(error=reason, type="http_error")
+        response = web.Response(
+            status=status,
+            body=error.model_dump_json(exclude_none=True).encode(),
+            content_type="application/json",
+        )
+        response.force_close()
+        return response
+
+
+def parser_reason(message: str | None) -> str:
+    """The first line of aiohttp's parser message, without the request bytes it quotes:
+    they may hold a client's credentials, and the log line would carry them."""
+    line = (message or "bad request").split("\n", 1)[0]
+    return _QUOTED.split(line, 1)[0].rstrip(" :.")[:200] or "bad request"
+
+
+class ChatServer(web.Server):
+    """aiohttp's Server, making ChatRequestHandlers and refusing connections past a cap."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        max_connections: int,
+        header_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
+
+    def __call__(self) -> RequestHandler:
+        return ChatRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self._connections) > self.max_connections:
+            # Closed at once, before a byte is read: a flood costs no descriptors, and
+            # connection_lost unregisters it.
+            transport.close()
+            now = time.monotonic()
+            if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+                self._refusal_logged = now
+                log.warning(
+                    "MAX_CONNECTIONS=%d reached: refusing new connections", self.max_connections
+                )
+
+    def busy(self) -> bool:
+        """Whether any connection has a request in its handler."""
+        return any(isinstance(conn, ChatRequestHandler) and conn.busy for conn in self._connections)
+
+
+class ChatRunner(web.AppRunner):
+    """aiohttp's AppRunner, serving through a ChatServer with chatproxy's client limits."""
+
+    def __init__(self, app: web.Application, settings: Settings) -> None:
+        super().__init__(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=settings.client_keepalive_timeout,
+            lingering_time=LINGERING_TIME,
+            # The drain has waited SHUTDOWN_TIMEOUT already; this bounds the cut after it.
+            shutdown_timeout=CUT_GRACE,
+        )
+        self.settings = settings
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # runs on_startup and freezes the app
+        return ChatServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            loop=asyncio.get_running_loop(),
+            max_connections=self.settings.max_connections,
+            header_timeout=self.settings.client_header_timeout,
+            **self._kwargs,
+        )
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """Lift the soft descriptor limit toward the hard one, so MAX_CONNECTIONS is reached
+    before accept() starts failing (Go does the same at start-up)."""
+    wanted = max_connections + SPARE_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        target = soft
+    if target < wanted:
+        log.warning(
+            "MAX_CONNECTIONS=%d wants %d file descriptors; the limit is %d",
+            max_connections,
+            wanted,
+            target,
+        )
+
+
+async def wait_for_requests(server: ChatServer, seconds: float, hurry: asyncio.Event) -> None:
+    """Until no request is in flight, `seconds` pass, or a second signal comes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while server.busy() and not hurry.is_set():
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(DRAIN_POLL, left))
+
+
+async def run(app: web.Application, settings: Settings, announce: Callable[[], None]) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then drain and clean up (see the module doc)."""
+    raise_fd_limit(settings.max_connections)
+    drain = app[DRAIN] = Drain()
+    runner = ChatRunner(app, settings)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stopping, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stopping.is_set():
+            hurry.set()  # a second signal ends the wait
+            return
+        stopping.set()
+        if PROVIDERS in app:
+            app[PROVIDERS].shutting_down = True  # /ready and new chat requests: 503
+        log.info("%s: shutting down; requests in flight get %g s", signum.name, timeout)
+
+    timeout = settings.shutdown_timeout
+    for signum in SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        announce()
+        await stopping.wait()
+        server = runner.server
+        assert isinstance(server, ChatServer)
+        await wait_for_requests(server, timeout, hurry)
+        await drain.expire()
+    finally:
+        for signum in SIGNALS:
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()  # closes the listener, connections, then upstream sessions
+
+
+def serve(
+    app: web.Application,
+    settings: Settings,
+    *,
+    loop: asyncio.AbstractEventLoop,
+    announce: Callable[[], None],
+) -> None:
+    """Run `app` on `loop` until a signal's drain ends; the loop is closed after."""
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(run(app, settings, announce))
+    try:
+        loop.run_until_complete(main)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        pass
+    finally:
+        rest = asyncio.all_tasks(loop)
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

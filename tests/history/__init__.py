@@ -1,0 +1,1 @@
+"""The history stores: one contract on every backend, and what surrounds it."""
