@@ -14,7 +14,7 @@ export POETRY_NO_INTERACTION := 1
 TORCH_VERSION ?= 2.13.0
 MODEL ?= qwen
 
-.PHONY: install install-local install-test-local run run-local test lint bench clean
+.PHONY: install install-local install-test-local run run-local test lint check-all load bench clean
 
 $(POETRY):
 	python3 -m venv $(TOOLS)
@@ -52,6 +52,17 @@ lint: install install-test-local
 
 test: install install-test-local lint
 	$(VENV)/bin/pytest -q
+
+# Everything that must hold before a release: lint and types, the whole suite (secret guard
+# on every test, fault matrix, fuzzing, tests/test_load_short.py against a real process),
+# then bench/load.py at a tenth of its counts through wrk when installed, with its verdicts.
+check-all: install install-test-local lint
+	$(VENV)/bin/pytest -q
+	$(PYTHON) bench/load.py --scale 0.1 --idle-wait 0
+
+# bench/load.py at full scale: 20,000 requests, 2,000 streams, 500 disconnects, 64 connections.
+load: install
+	$(PYTHON) bench/load.py
 
 bench: install install-test-local
 	$(PYTHON) bench/overhead.py

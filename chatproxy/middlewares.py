@@ -141,6 +141,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         # A stream is prepared by `relay`, which set the id itself before its first byte.
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
+        elif request.transport is None or request.transport.is_closing():
+            status = CLIENT_CLOSED_REQUEST  # its client left before the stream's end
         return response
     finally:
         access_log(request.method, request.path, status, (time.perf_counter() - started) * 1000)

@@ -21,6 +21,8 @@ from tests.fakes.gigachat_server import FakeGigaChat
 from tests.fakes.openai_server import FakeOpenAI
 
 OPENAI_KEY = "sk-test-SECRET-0123456789abcdef"
+# Every test fails if chatproxy writes a secret or an issued token anywhere (see the module).
+pytest_plugins = ["tests.secret_guard"]
 AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 Client = TestClient[web.Request, web.Application]

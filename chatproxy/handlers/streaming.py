@@ -91,27 +91,35 @@ async def relay(
     await response.prepare(request)
     result = StreamResult()
     try:
-        item = first
-        while item is not None:
-            result.add(item)
-            chunk = framer.delta(item)
-            if chunk:
-                await response.write(chunk)
-            item = await anext(deltas, None)
-        await response.write(framer.done(result))
-    except ChatProxyError as exc:
-        log.warning("stream failed after the first byte: %s", exc.message)
-        await response.write(framer.error(scrubbed(exc, request.app[REDACTOR])))
-    except asyncio.CancelledError:
-        if drain is None or not drain.claims():
+        try:
+            item = first
+            while item is not None:
+                result.add(item)
+                chunk = framer.delta(item)
+                if chunk:
+                    await response.write(chunk)
+                item = await anext(deltas, None)
+            await response.write(framer.done(result))
+        except ChatProxyError as exc:
+            log.warning("stream failed after the first byte: %s", exc.message)
+            await response.write(framer.error(scrubbed(exc, request.app[REDACTOR])))
+        except asyncio.CancelledError:
+            if drain is None or not drain.claims():
+                raise
+            await response.write(framer.error(shutting_down()))
+        except web.HTTPException:
             raise
-        await response.write(framer.error(shutting_down()))
-    except (ConnectionError, web.HTTPException):
-        raise
-    except Exception:
-        log.exception("stream failed after the first byte")
-        await response.write(framer.error(ChatProxyError("internal error; see the server log")))
-    finally:
-        await deltas.aclose()
-    await response.write_eof()
+        except ConnectionError:
+            raise
+        except Exception:
+            log.exception("stream failed after the first byte")
+            error = ChatProxyError("internal error; see the server log")
+            await response.write(framer.error(error))
+        finally:
+            await deltas.aclose()
+        await response.write_eof()
+    except ConnectionError:
+        # The client left, and a write to its socket failed before aiohttp noticed: the
+        # answer has no one to go to. aiohttp drops the connection; the access line says 499.
+        log.debug("client left mid-stream")
     return response
