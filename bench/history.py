@@ -1,12 +1,14 @@
 """History stores under load: append and fetch with 10 thousand and 1 million messages stored.
 
-For each store (SQLite on a temporary file, PostgreSQL in a temporary database, Redis under
-a temporary key prefix) and each size, the store is filled in bulk with two-message turns:
-a tenth of them in one big conversation, the rest in 20-turn (40-message) conversations.
-Then, one operation at a time through the store's API, interleaved in rounds:
+For each store (SQLite on a temporary file; PostgreSQL in a temporary database, as
+configured and as `postgres-nosync` with synchronous_commit=off; Redis under a temporary key
+prefix) and each size, the store is filled in bulk with two-message turns: a tenth of them
+in one big conversation, the rest in 20-turn (40-message) conversations. Then, one
+operation at a time through the store's API, the sizes taking turns round by round:
 `append` a turn to a 20-turn conversation, `append big` to the big one, `fetch` the last
-20 turns of a 20-turn conversation, `fetch big` the last 20 of the big one. It prints p50
-and p99 in milliseconds, and the ratio of the largest size's figures to the smallest's.
+20 turns (40 messages) of a 20-turn conversation, `fetch big` the last 20 of the big one,
+and `ping`, the store's cheapest round trip, as the floor the machine allows. It prints
+p50 and p99 in milliseconds, and the ratio of the largest size's figures to the smallest's.
 The loop and the collector are set up as the served process has them (uvloop, gc frozen).
 """
 
@@ -21,7 +23,8 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,9 +36,10 @@ from chatproxy.history import HistoryStore, StoredMessage, open_store
 from chatproxy.history.codec import encode_turn
 from chatproxy.history.stores.redis import RedisStore
 
-OPS = ("append", "append big", "fetch", "fetch big")
+OPS = ("ping", "append", "append big", "fetch", "fetch big")
 TURNS_PER_CONVERSATION = 20
 BIG = "big"
+Operation = Callable[[int], Awaitable[object]]
 
 
 def turn(i: int) -> list[StoredMessage]:
@@ -145,32 +149,45 @@ async def postgres_admin(admin_url: str, sql: str) -> None:
         await conn.close()
 
 
-async def measure(store: HistoryStore, layout: Layout, rounds: int) -> dict[str, list[float]]:
-    """Milliseconds per operation, `rounds` of each after a tenth as many unrecorded."""
+def operations(store: HistoryStore, layout: Layout) -> dict[str, Operation]:
     small = layout.small()
     appended = [f"c{n}" for n in range(small // 2)]  # the other half is only fetched
     fetched = [f"c{n}" for n in range(small // 2, small)]
-    operations: dict[str, Callable[[int], Awaitable[object]]] = {
+    return {
+        "ping": lambda i: store.ping(),
         "append": lambda i: store.append_turn(appended[i % len(appended)], "", turn(i)),
         "append big": lambda i: store.append_turn(BIG, "", turn(i)),
         "fetch": lambda i: store.recent_turns(fetched[i % len(fetched)], "", 20),
         "fetch big": lambda i: store.recent_turns(BIG, "", 20),
     }
-    assert len(await store.recent_turns(fetched[0], "", 20) or []) == 20
-    samples: dict[str, list[float]] = {op: [] for op in OPS}
+
+
+async def measure(
+    stores: dict[int, HistoryStore], rounds: int
+) -> dict[tuple[int, str], list[float]]:
+    """Milliseconds per (size, operation): the sizes take turns, round by round, so that
+    a machine whose speed drifts slows them alike; a tenth as many rounds first, unrecorded."""
+    runs = {size: operations(store, Layout(size)) for size, store in stores.items()}
+    for size, store in stores.items():
+        last = f"c{Layout(size).small() - 1}"
+        assert len(await store.recent_turns(last, "", 20) or []) == 20, size
+    samples: dict[tuple[int, str], list[float]] = {(s, op): [] for s in stores for op in OPS}
     gc.collect()
     gc.freeze()
     for i in range(-(rounds // 10), rounds):
-        for op, run in operations.items():
-            started = time.perf_counter()
-            await run(i)
-            if i >= 0:
-                samples[op].append((time.perf_counter() - started) * 1000)
+        for size, ops in runs.items():
+            for op, run in ops.items():
+                started = time.perf_counter()
+                await run(i)
+                if i >= 0:
+                    samples[size, op].append((time.perf_counter() - started) * 1000)
     gc.unfreeze()
     return samples
 
 
-async def run_one(kind: str, size: int, args: argparse.Namespace) -> dict[str, list[float]]:
+@asynccontextmanager
+async def filled(kind: str, size: int, args: argparse.Namespace) -> AsyncIterator[HistoryStore]:
+    """An opened store of `kind` holding `size` messages, all of it removed afterwards."""
     layout = Layout(size)
     started = time.perf_counter()
     store: HistoryStore
@@ -179,41 +196,45 @@ async def run_one(kind: str, size: int, args: argparse.Namespace) -> dict[str, l
             path = os.path.join(folder, "history.db")
             store = open_store(f"sqlite:///{path}")
             await store.open()
-            await asyncio.to_thread(sqlite_fill, path, layout)
-            filled = time.perf_counter() - started
             try:
-                samples = await measure(store, layout, args.rounds)
+                await asyncio.to_thread(sqlite_fill, path, layout)
+                report(kind, size, started)
+                yield store
             finally:
                 await store.close()
-    elif kind == "postgres":
+    elif kind.startswith("postgres"):
         name = f"chatproxy_bench_{uuid.uuid4().hex[:12]}"
         await postgres_admin(args.postgres, f"CREATE DATABASE {name}")
         url = args.postgres.rpartition("/")[0] + f"/{name}"
         try:
-            store = open_store(url)
+            # postgres-nosync: commits return before their WAL reaches the disk (a server
+            # crash may lose the last ~0.6 s of turns; a chatproxy crash loses nothing).
+            store = open_store(url + ("?synchronous_commit=off" if "nosync" in kind else ""))
             await store.open()
-            await postgres_fill(url, layout)
-            filled = time.perf_counter() - started
             try:
-                samples = await measure(store, layout, args.rounds)
+                await postgres_fill(url, layout)
+                report(kind, size, started)
+                yield store
             finally:
                 await store.close()
         finally:
             await postgres_admin(args.postgres, f"DROP DATABASE {name} WITH (FORCE)")
     else:
         prefix = f"chatproxy-bench-{uuid.uuid4().hex[:12]}:"
-        client = aioredis.Redis.from_url(args.redis)
-        store = RedisStore(client, key_prefix=prefix)
+        store = RedisStore(aioredis.Redis.from_url(args.redis), key_prefix=prefix)
         try:
             await store.open()
             await redis_fill(args.redis, prefix, layout)
-            filled = time.perf_counter() - started
-            samples = await measure(store, layout, args.rounds)
+            report(kind, size, started)
+            yield store
         finally:
             await store.close()
             await redis_drop(args.redis, prefix)
-    print(f"  {kind}: {size:,} messages stored in {filled:.1f} s, measured", flush=True)
-    return samples
+
+
+def report(kind: str, size: int, started: float) -> None:
+    took = time.perf_counter() - started
+    print(f"  {kind}: {size:,} messages stored in {took:.1f} s", flush=True)
 
 
 def quantiles(samples: list[float]) -> tuple[float, float]:
@@ -223,20 +244,25 @@ def quantiles(samples: list[float]) -> tuple[float, float]:
 
 async def main(args: argparse.Namespace) -> None:
     sizes = sorted(args.sizes)
-    results = {
-        (kind, size): await run_one(kind, size, args) for kind in args.stores for size in sizes
-    }
+    results: dict[tuple[str, int, str], list[float]] = {}
+    for kind in args.stores:
+        async with AsyncExitStack() as stack:
+            stores = {
+                size: await stack.enter_async_context(filled(kind, size, args)) for size in sizes
+            }
+            for (size, op), samples in (await measure(stores, args.rounds)).items():
+                results[kind, size, op] = samples
     low, high = sizes[0], sizes[-1]
     print(f"\nms per operation, {args.rounds} of each; ratio = {high:,} / {low:,} messages stored")
-    print(f"{'store':9}{'operation':12}{'size':>11}{'p50':>8}{'p99':>8}")
+    print(f"{'store':16}{'operation':12}{'size':>11}{'p50':>8}{'p99':>8}")
     for kind in args.stores:
         for op in OPS:
-            figures = {size: quantiles(results[kind, size][op]) for size in sizes}
+            figures = {size: quantiles(results[kind, size, op]) for size in sizes}
             for size in sizes:
                 p50, p99 = figures[size]
-                print(f"{kind:9}{op:12}{size:>11,}{p50:>8.3f}{p99:>8.3f}")
+                print(f"{kind:16}{op:12}{size:>11,}{p50:>8.3f}{p99:>8.3f}")
             (l50, l99), (h50, h99) = figures[low], figures[high]
-            print(f"{kind:9}{op:12}{'ratio':>11}{h50 / l50:>7.2f}x{h99 / l99:>7.2f}x")
+            print(f"{kind:16}{op:12}{'ratio':>11}{h50 / l50:>7.2f}x{h99 / l99:>7.2f}x")
 
 
 if __name__ == "__main__":
@@ -248,7 +274,10 @@ if __name__ == "__main__":
         help="messages stored, comma-separated",
     )
     parser.add_argument(
-        "--stores", type=lambda s: s.split(","), default=["sqlite", "postgres", "redis"]
+        "--stores",
+        type=lambda s: s.split(","),
+        default=["sqlite", "postgres", "postgres-nosync", "redis"],
+        help="comma-separated",
     )
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument(

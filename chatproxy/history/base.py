@@ -1,4 +1,4 @@
-"""The interface every history store implements, its values and its one error.
+"""The interface every history store implements, its values and its errors.
 
 A conversation has an owner (an opaque string: a hash of the client's key, or "") and a
 list of turns. A turn is what one successful chat request adds, its new messages plus the

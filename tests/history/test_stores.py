@@ -223,12 +223,11 @@ async def test_sqlite_locked_by_another_process(storage: Any) -> None:
 
 
 async def test_a_closed_store_is_unavailable(backend: Backend) -> None:
-    if backend.kind == "memory":
-        return  # nothing to close: it lives and dies with the process
     store = await backend.opened()
     await store.close()
-    with pytest.raises(StoreUnavailableError):
-        await store.append_turn("c", "o", TURN)
+    for operation in (store.ping, lambda: store.append_turn("c", "o", TURN)):
+        with pytest.raises(StoreUnavailableError):
+            await operation()
 
 
 async def test_redis_ttl(storage: Any) -> None:
@@ -248,3 +247,24 @@ async def test_redis_ttl(storage: Any) -> None:
         assert [key async for key in client.scan_iter(match=f"{backend.prefix}*:*")] == []
     finally:
         await client.aclose()
+
+
+async def test_postgres_query_stuck_on_a_lock_times_out_and_the_pool_recovers(
+    storage: Any,
+) -> None:
+    backend: Backend = await storage("postgres")
+    store = await backend.opened(timeout=0.3)
+    assert await store.append_turn("c", "o", TURN)
+    locker = await asyncpg.connect(backend.url)
+    try:
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM chatproxy_conversations WHERE id = 'c' FOR UPDATE")
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match=r"0\.3 s"):
+                await store.append_turn("c", "o", TURN)
+            assert 0.25 <= time.monotonic() - started < 1.5
+            assert await store.messages("c", "o") == TURN  # reads do not wait for the lock
+    finally:
+        await locker.close()
+    assert await store.append_turn("c", "o", TURN)
+    assert await store.messages("c", "o") == TURN + TURN

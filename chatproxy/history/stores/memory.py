@@ -14,6 +14,7 @@ from chatproxy.history.base import (
     ConversationInfo,
     HistoryStore,
     StoredMessage,
+    StoreUnavailableError,
     check_limit,
     utc_now,
 )
@@ -28,29 +29,34 @@ class _Conversation:
 
 class MemoryStore(HistoryStore):
     def __init__(self) -> None:
-        self._conversations: dict[str, _Conversation] = {}
+        self._data: dict[str, _Conversation] | None = {}
+
+    def _live(self) -> dict[str, _Conversation]:
+        if self._data is None:
+            raise StoreUnavailableError("the memory store is closed")
+        return self._data
 
     async def open(self) -> None:
-        pass
+        self._live()
 
     async def close(self) -> None:
-        self._conversations.clear()
+        self._data = None
 
     async def ping(self) -> None:
-        pass
+        self._live()
 
     def _get(self, conversation_id: str, owner: str) -> _Conversation | None:
-        conversation = self._conversations.get(conversation_id)
+        conversation = self._live().get(conversation_id)
         if conversation is None or conversation.info.owner != owner:
             return None
         return conversation
 
     def _create(self, conversation_id: str, owner: str, model: str | None) -> None:
         info = ConversationInfo(conversation_id, owner, model, utc_now())
-        self._conversations[conversation_id] = _Conversation(info)
+        self._live()[conversation_id] = _Conversation(info)
 
     async def create(self, conversation_id: str, owner: str, model: str | None = None) -> bool:
-        if conversation_id in self._conversations:
+        if conversation_id in self._live():
             return False
         self._create(conversation_id, owner, model)
         return True
@@ -79,7 +85,7 @@ class MemoryStore(HistoryStore):
         self, conversation_id: str, owner: str, turn: Sequence[StoredMessage]
     ) -> bool:
         checked = check_turn(turn)
-        if conversation_id not in self._conversations:
+        if conversation_id not in self._live():
             self._create(conversation_id, owner, None)
         conversation = self._get(conversation_id, owner)
         if conversation is None:
@@ -97,7 +103,7 @@ class MemoryStore(HistoryStore):
     async def delete(self, conversation_id: str, owner: str) -> bool:
         if self._get(conversation_id, owner) is None:
             return False
-        del self._conversations[conversation_id]
+        del self._live()[conversation_id]
         return True
 
     async def set_model(self, conversation_id: str, owner: str, model: str | None) -> bool:

@@ -5,13 +5,15 @@ the moment it is committed, while a power cut or OS crash may lose the last few
 (`synchronous="FULL"` keeps those too, at an fsync per write). A turn is one row written
 by one INSERT … SELECT that takes its sequence number under SQLite's write lock, so it is
 atomic, and concurrent writers, in this process or in others on the same file, queue for
-the lock and never interleave; readers never wait for writers. A writer that waits longer
-than `timeout` for another process's lock gets StoreUnavailableError.
+the lock and never interleave; readers never wait for writers. A writer that waits for
+another process's lock gives up (SQLite's busy timeout, set just under `timeout`) and gets
+StoreUnavailableError, having written nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -90,53 +92,59 @@ class SqliteStore(HistoryStore):
 
     async def _setup(self) -> None:
         if not self._connected:
-            # aiosqlite starts its thread once: a connection that failed to open stays failed.
-            if self._started:
-                raise StoreUnavailableError("SQLite could not open the database")
-            self._started = True
-            try:
-                await self._conn
-            except BaseException:
-                # aiosqlite stops its thread without waiting for it; wait, so that the
-                # thread's last callback never finds this loop closed.
-                thread = getattr(self._conn, "_thread", None)
-                if isinstance(thread, threading.Thread):
-                    await asyncio.to_thread(thread.join, 1.0)
-                raise
-            self._connected = True
+            await self._connect()
         if self._conn.isolation_level is not None:
-            raise ValueError("SqliteStore needs aiosqlite.connect(..., isolation_level=None)")
-        # Let SQLite give up on a lock a little before our own timeout does.
-        busy_ms = int(self._timeout * 800)
-        for pragma in (
-            f"busy_timeout = {busy_ms}",
-            "journal_mode = WAL",
-            f"synchronous = {self._synchronous}",
-            "foreign_keys = ON",
-        ):
-            await self._conn.execute_fetchall(f"PRAGMA {pragma}")
-        await self._conn.execute_fetchall("BEGIN IMMEDIATE")
+            raise RuntimeError("SqliteStore needs aiosqlite.connect(..., isolation_level=None)")
+        while True:
+            try:
+                await self._migrate()
+                break
+            except sqlite3.OperationalError as exc:
+                # Another connection turning a new file to WAL makes this one's switch
+                # fail at once, without the busy timeout: try again (our timeout bounds it).
+                if "locked" not in str(exc):
+                    raise
+                await asyncio.sleep(0.01)
+        self._ready = True
+
+    async def _connect(self) -> None:
+        # aiosqlite starts its thread once: a connection that failed to open stays failed.
+        if self._started:
+            raise StoreUnavailableError("SQLite could not open the database")
+        self._started = True
         try:
-            await self._conn.execute_fetchall(SCHEMA[0])
-            rows = list(
-                await self._conn.execute_fetchall(
-                    "SELECT MAX(version) FROM chatproxy_schema_version"
-                )
-            )
-            version = rows[0][0]
+            await self._conn
+        except BaseException:
+            # aiosqlite stops its thread without waiting for it; wait, so that the
+            # thread's last callback never finds this loop closed.
+            thread = getattr(self._conn, "_thread", None)
+            if isinstance(thread, threading.Thread):
+                await asyncio.to_thread(thread.join, 1.0)
+            raise
+        self._connected = True
+
+    async def _migrate(self) -> None:
+        run = self._conn.execute_fetchall
+        # Let SQLite give up on a lock a little before our own timeout does.
+        await run(f"PRAGMA busy_timeout = {int(self._timeout * 800)}")
+        await run("PRAGMA journal_mode = WAL")
+        await run(f"PRAGMA synchronous = {self._synchronous}")
+        await run("PRAGMA foreign_keys = ON")
+        await run("BEGIN IMMEDIATE")
+        try:
+            await run(SCHEMA[0])
+            [(version,)] = await run("SELECT MAX(version) FROM chatproxy_schema_version")
             if version is None:
                 for statement in SCHEMA[1:]:
-                    await self._conn.execute_fetchall(statement)
-                await self._conn.execute_fetchall(
-                    "INSERT INTO chatproxy_schema_version VALUES (?)", (SCHEMA_VERSION,)
-                )
+                    await run(statement)
+                await run("INSERT INTO chatproxy_schema_version VALUES (?)", (SCHEMA_VERSION,))
             elif version > SCHEMA_VERSION:
                 raise SchemaVersionError(version, SCHEMA_VERSION)
-            await self._conn.execute_fetchall("COMMIT")
+            await run("COMMIT")
         except BaseException:
-            await self._conn.execute_fetchall("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                await run("ROLLBACK")
             raise
-        self._ready = True
 
     @asynccontextmanager
     async def _use(self) -> AsyncIterator[aiosqlite.Connection]:
