@@ -1,10 +1,14 @@
 """What the history layer adds to a request: chatproxy's CPU per request on `/chatgpt/`,
-stateless against naming a conversation, in one process with HISTORY_STORE set.
+in one process with HISTORY_STORE set (SQLite by default), three kinds of request in
+interleaved rounds:
 
-Both kinds of request go through the same process (SQLite by default), in interleaved
-rounds, so the ratio isolates the layer: recalling the last HISTORY_MAX_TURNS turns,
-sending them upstream, and appending the new turn. Conversations are spread over
-`--conversations` ids, so each grows to a realistic length during the run.
+- stateless, one message: the cheapest request there is;
+- stateless, the whole conversation: a client that keeps its own history sends the same
+  HISTORY_MAX_TURNS turns the layer would recall, so upstream and answer are the same size;
+- naming a conversation, one message: the layer recalls those turns and appends a new one.
+
+The second is the like-for-like baseline: the layer's cost is the third over the second.
+Conversations are spread over `--conversations` ids, each grown to its full length first.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import aiohttp
 from bench.common import chatproxy, cpu_seconds, mock_upstream
 
 MESSAGE = {"role": "user", "content": "Привет! How are you today?"}
+REPLY = {"role": "assistant", "content": "Hello from the mock!"}  # bench/mock_upstream.py's
 
 
-async def _load(url: str, connections: int, requests: int, conversations: int | None) -> int:
+async def _load(
+    url: str, connections: int, requests: int, conversations: int | None, resent: list[object]
+) -> int:
     """`requests` POSTs over `connections`; returns how many failed."""
     counter = iter(range(requests))
     failures = 0
@@ -31,7 +38,7 @@ async def _load(url: str, connections: int, requests: int, conversations: int | 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal failures
         for number in counter:
-            body: dict[str, object] = {"messages": [MESSAGE]}
+            body: dict[str, object] = {"messages": [*resent, MESSAGE]}
             if conversations is not None:
                 body["conversation_id"] = f"bench-{number % conversations}"
             async with session.post(url, json=body) as resp:
@@ -45,11 +52,16 @@ async def _load(url: str, connections: int, requests: int, conversations: int | 
 
 
 def cpu_per_request(
-    url: str, pid: int, connections: int, requests: int, conversations: int | None
+    url: str,
+    pid: int,
+    connections: int,
+    requests: int,
+    conversations: int | None,
+    resent: list[object] | None = None,
 ) -> float:
     """Milliseconds of chatproxy's CPU per request over one round."""
     before = cpu_seconds(pid)
-    failures = asyncio.run(_load(url, connections, requests, conversations))
+    failures = asyncio.run(_load(url, connections, requests, conversations, resent or []))
     if failures:
         raise SystemExit(f"{failures} of {requests} requests failed")
     return (cpu_seconds(pid) - before) * 1000 / requests
@@ -64,6 +76,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=200)
     parser.add_argument("--max-turns", type=int, default=20)
     args = parser.parse_args()
+    conns, many, turns = args.connections, args.conversations, args.max_turns
     with tempfile.TemporaryDirectory() as folder:
         store = args.store
         if store == "sqlite":
@@ -71,38 +84,32 @@ def main() -> None:
         with (
             mock_upstream(chunks=1) as (upstream, _),
             chatproxy(
-                upstream,
-                HISTORY_STORE=store,
-                HISTORY_MAX_TURNS=str(args.max_turns),
-                LOG_LEVEL="WARNING",
+                upstream, HISTORY_STORE=store, HISTORY_MAX_TURNS=str(turns), LOG_LEVEL="WARNING"
             ) as (base, proc, _),
         ):
             url = f"{base}/chatgpt/"
-            cpu_per_request(url, proc.pid, args.connections, 500, None)  # warm up
-            cpu_per_request(url, proc.pid, args.connections, 500, args.conversations)
-            stateless, layered = [], []
+            cpu_per_request(url, proc.pid, conns, 500, None)  # warm up
+            cpu_per_request(url, proc.pid, conns, many * turns, many)  # full-length conversations
+            whole: list[object] = [MESSAGE, REPLY] * turns
+            one, same, layered = [], [], []
             started = time.monotonic()
             for _ in range(args.rounds):
-                stateless.append(
-                    cpu_per_request(url, proc.pid, args.connections, args.requests, None)
-                )
-                layered.append(
-                    cpu_per_request(
-                        url, proc.pid, args.connections, args.requests, args.conversations
-                    )
-                )
+                one.append(cpu_per_request(url, proc.pid, conns, args.requests, None))
+                same.append(cpu_per_request(url, proc.pid, conns, args.requests, None, whole))
+                layered.append(cpu_per_request(url, proc.pid, conns, args.requests, many))
             elapsed = time.monotonic() - started
-    plain, history = statistics.median(stateless), statistics.median(layered)
-    stored = (args.rounds * args.requests + 500) * 2
+    plain, resent, history = (statistics.median(r) for r in (one, same, layered))
     print(
-        f"chatproxy CPU per request on /chatgpt/, {args.connections} connections, medians of "
-        f"{args.rounds} interleaved rounds of {args.requests} ({elapsed:.0f} s):"
+        f"chatproxy CPU per request on /chatgpt/ ({store.partition(':')[0]} store), {conns} "
+        f"connections, medians of {args.rounds} interleaved rounds of {args.requests} "
+        f"({elapsed:.0f} s):"
     )
-    print(f"  stateless                      : {plain:.3f} ms")
+    print(f"  stateless, one message                : {plain:.3f} ms")
+    print(f"  stateless, a {turns}-turn conversation resent: {resent:.3f} ms")
     print(
-        f"  naming one of {args.conversations} conversations: {history:.3f} ms  "
-        f"({history / plain:.2f}x stateless; {args.max_turns} turns recalled, "
-        f"~{stored:,} messages stored by the end)"
+        f"  naming a {turns}-turn conversation        : {history:.3f} ms  "
+        f"({history / resent:.2f}x the like-for-like stateless request, "
+        f"{history / plain:.2f}x the one-message one)"
     )
 
 

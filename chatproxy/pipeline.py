@@ -132,7 +132,7 @@ async def open_turn(app: web.Application, call: ChatCall) -> Turn:
                 "not set); send the whole conversation in messages instead",
                 param="conversation_id",
             )
-        recalled = await history.recall(call.conversation_id, call.owner, want_model=not model)
+        recalled = await history.recall(call.conversation_id, call.owner)
         past = recalled.messages
         model = model or _model_for(call.provider, recalled.model)
         recorder = history.recorder(call.conversation_id, call.owner, call.messages, call.provider)

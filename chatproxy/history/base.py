@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from chatproxy.schemas import Message
+
 DEFAULT_TIMEOUT = 5.0
 # What a client-chosen conversation id may hold; the stores accept any string.
 CONVERSATION_ID_RE = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
@@ -44,6 +46,14 @@ class ConversationInfo:
     owner: str
     model: str | None  # the conversation's default provider/model
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """A conversation as a chat request gets it: its last turns' messages and its model."""
+
+    messages: list[Message]
+    model: str | None  # the conversation's default provider/model
 
 
 class StoreUnavailableError(Exception):
@@ -105,6 +115,17 @@ class HistoryStore(abc.ABC):
         self, conversation_id: str, owner: str, limit: int
     ) -> list[list[StoredMessage]] | None:
         """The last `limit` turns, oldest first; None when there is no such conversation."""
+
+    async def recall(self, conversation_id: str, owner: str, limit: int) -> Recalled | None:
+        """What a chat request needs, on its hot path: the last `limit` turns' messages (role
+        and content) and the conversation's default model. SQL stores read both in one
+        query and decode turns straight into messages."""
+        turns = await self.recent_turns(conversation_id, owner, limit)
+        info = await self.info(conversation_id, owner)
+        if turns is None or info is None:
+            return None
+        messages = [Message(role=m.role, content=m.content) for turn in turns for m in turn]
+        return Recalled(messages, info.model)
 
     @abc.abstractmethod
     async def messages(self, conversation_id: str, owner: str) -> list[StoredMessage] | None:

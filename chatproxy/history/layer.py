@@ -10,13 +10,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 from chatproxy.errors import NotFoundError, ServiceUnavailableError
 from chatproxy.history.base import (
     HistoryStore,
+    Recalled,
     StoredMessage,
     StoreUnavailableError,
     utc_now,
@@ -35,14 +35,6 @@ def not_found(conversation_id: str) -> NotFoundError:
 
 def unavailable(exc: StoreUnavailableError) -> ServiceUnavailableError:
     return ServiceUnavailableError(f"the history store cannot be reached: {exc}", retry_after=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Recalled:
-    """What a chat request gets from its conversation: the last turns and its model."""
-
-    messages: list[Message]
-    model: str | None
 
 
 class Recorder:
@@ -114,24 +106,20 @@ class HistoryLayer:
         except ServiceUnavailableError as exc:
             log.warning("%s; will try again when a request needs it", exc.message)
 
-    async def recall(self, conversation_id: str, owner: str, *, want_model: bool) -> Recalled:
-        """The conversation's last turns (a new id becomes the caller's conversation; an id
-        that is someone else's is a 404, never their messages)."""
+    async def recall(self, conversation_id: str, owner: str) -> Recalled:
+        """The conversation's last turns and model (a new id becomes the caller's
+        conversation; an id that is someone else's is a 404, never their messages)."""
         store, limit = self.store, self.max_turns
-        turns = await self.run(lambda: store.recent_turns(conversation_id, owner, limit))
-        if turns is None:
-            if await self.run(lambda: store.create(conversation_id, owner)):
-                return Recalled([], None)
-            # Taken meanwhile: by a concurrent first request of this owner, or by another.
-            turns = await self.run(lambda: store.recent_turns(conversation_id, owner, limit))
-            if turns is None:
-                raise not_found(conversation_id)
-        messages = [Message(role=m.role, content=m.content) for t in turns for m in t]
-        model = None
-        if want_model:
-            info = await self.run(lambda: store.info(conversation_id, owner))
-            model = info.model if info is not None else None
-        return Recalled(messages, model)
+        recalled = await self.run(lambda: store.recall(conversation_id, owner, limit))
+        if recalled is not None:
+            return recalled
+        if await self.run(lambda: store.create(conversation_id, owner)):
+            return Recalled([], None)
+        # Taken meanwhile: by a concurrent first request of this owner, or by another.
+        recalled = await self.run(lambda: store.recall(conversation_id, owner, limit))
+        if recalled is None:
+            raise not_found(conversation_id)
+        return recalled
 
     def recorder(
         self, conversation_id: str, owner: str, new: list[Message], provider: str

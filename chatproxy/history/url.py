@@ -41,11 +41,9 @@ def open_store(
             raise ValueError(
                 "a SQLite store is sqlite:///relative/path.db or sqlite:////abs/path.db"
             )
-        import aiosqlite
-
         from chatproxy.history.stores.sqlite import SqliteStore
 
-        return SqliteStore(aiosqlite.connect(rest[1:], isolation_level=None), timeout=timeout)
+        return SqliteStore(rest[1:], timeout=timeout)
     if scheme in ("postgresql", "postgres"):
         import asyncpg
 

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from chatproxy.history import HistoryStore, StoredMessage
+from chatproxy.history.base import Recalled
+from chatproxy.schemas import Message
 from tests.history.conftest import Backend
 
 T0 = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
@@ -78,6 +80,30 @@ async def test_append_creates_and_keeps_order(store: HistoryStore) -> None:
     assert await store.recent_turns(cid, "alice", 0) == []
     with pytest.raises(ValueError, match="limit"):
         await store.recent_turns(cid, "alice", -1)
+
+
+async def test_recall_is_the_recent_turns_text_and_the_model(store: HistoryStore) -> None:
+    """The chat path's read: role and content of the last turns, as recent_turns has them."""
+    cid = new_id()
+    assert await store.recall(cid, "alice", 3) is None
+    unicode = [msg("user", "ж 🙂 \u2028 \x00 end"), msg("assistant", "\\n \" ' {}")]
+    for turn in (pair(0), pair(1), unicode, pair(3)):
+        assert await store.append_turn(cid, "alice", turn)
+    for limit in (0, 1, 3, 10):
+        turns = await store.recent_turns(cid, "alice", limit)
+        assert turns is not None
+        expected = [Message(role=m.role, content=m.content) for t in turns for m in t]
+        assert await store.recall(cid, "alice", limit) == Recalled(expected, None)
+    assert await store.set_model(cid, "alice", "gigachat/GigaChat-Pro")
+    recalled = await store.recall(cid, "alice", 2)
+    assert recalled is not None and recalled.model == "gigachat/GigaChat-Pro"
+    assert [m.content for m in recalled.messages] == [
+        "ж 🙂 \u2028 \x00 end",
+        "\\n \" ' {}",
+        "question 3",
+        "answer 3",
+    ]
+    assert await store.recall(cid, "bob", 3) is None, "another owner sees nothing"
 
 
 async def test_turns_of_any_length(store: HistoryStore) -> None:

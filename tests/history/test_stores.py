@@ -78,7 +78,7 @@ def test_open_store_refuses_bad_urls(url: str, options: dict[str, Any], message:
 def test_importing_the_package_imports_no_driver() -> None:
     code = (
         "import sys, chatproxy.history, chatproxy.history.url; "
-        "print(sorted(m for m in ('aiosqlite', 'asyncpg', 'redis') if m in sys.modules))"
+        "print(sorted(m for m in ('sqlite3', 'asyncpg', 'redis') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

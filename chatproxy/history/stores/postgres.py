@@ -26,6 +26,7 @@ from chatproxy.history.base import (
     DEFAULT_TIMEOUT,
     ConversationInfo,
     HistoryStore,
+    Recalled,
     SchemaVersionError,
     StoredMessage,
     StoreUnavailableError,
@@ -33,7 +34,7 @@ from chatproxy.history.base import (
     unavailable_on,
     utc_now,
 )
-from chatproxy.history.codec import decode_turn, encode_turn
+from chatproxy.history.codec import decode_messages, decode_turn, encode_turn
 
 SCHEMA_VERSION = 1
 SCHEMA_LOCK = 0x63687078  # pg_advisory_xact_lock key: "chpx"
@@ -74,7 +75,7 @@ SELECT id, last_seq, $3 FROM c RETURNING true
 """
 # One row per turn, or one row with NULLs for a conversation without turns, or none.
 TURNS = """
-SELECT t.messages FROM chatproxy_conversations c
+SELECT t.messages, c.model FROM chatproxy_conversations c
 LEFT JOIN LATERAL (
     SELECT seq, messages FROM chatproxy_turns
     WHERE conversation_id = c.id ORDER BY seq DESC LIMIT $3
@@ -91,10 +92,16 @@ SELECT true FROM c
 """
 
 
-def _turns(rows: list[Any]) -> list[list[StoredMessage]] | None:
+def _texts(rows: list[Any]) -> list[str] | None:
+    """The encoded turns; None when not even the conversation's row came back."""
     if not rows:
         return None
-    return [decode_turn(row[0]) for row in rows if row[0] is not None]
+    return [row[0] for row in rows if row[0] is not None]
+
+
+def _turns(rows: list[Any]) -> list[list[StoredMessage]] | None:
+    texts = _texts(rows)
+    return None if texts is None else [decode_turn(text) for text in texts]
 
 
 class PostgresStore(HistoryStore):
@@ -178,6 +185,12 @@ class PostgresStore(HistoryStore):
     ) -> list[list[StoredMessage]] | None:
         check_limit(limit)
         return _turns(await self._fetch(TURNS, conversation_id, owner, limit))
+
+    async def recall(self, conversation_id: str, owner: str, limit: int) -> Recalled | None:
+        check_limit(limit)
+        rows = await self._fetch(TURNS, conversation_id, owner, limit)
+        texts = _texts(rows)
+        return None if texts is None else Recalled(decode_messages(texts), rows[0][1])
 
     async def messages(self, conversation_id: str, owner: str) -> list[StoredMessage] | None:
         turns = _turns(await self._fetch(TURNS, conversation_id, owner, None))
