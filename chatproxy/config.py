@@ -26,6 +26,21 @@ def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+# Query parameters a database URL may carry a password in (asyncpg, libpq, redis-py).
+PASSWORD_PARAMETERS = ("password", "sslpassword", "passwd", "pass")
+
+
+def store_passwords(url: str) -> list[str]:
+    """A store URL's passwords alone, as a driver's error may name one without the URL."""
+    try:
+        parsed = URL(url)
+        found = [parsed.password or ""]
+        found += [v for k, v in parsed.query.items() if k.lower() in PASSWORD_PARAMETERS]
+    except (ValueError, TypeError):  # not a URL yarl can take; the store says so at start
+        return []
+    return [secret for secret in found if secret]
+
+
 class Settings(BaseSettings):
     """Everything chatproxy can be told; secrets are `SecretStr`, so reprs hide them."""
 
@@ -173,8 +188,6 @@ class Settings(BaseSettings):
             self.history_store,
         ]
         found = [v.get_secret_value() for v in values if v is not None]
-        # A database password alone, too: a driver's error may name it without the URL.
         if self.history_store is not None:
-            password = URL(self.history_store.get_secret_value()).password
-            found += [password] if password else []
+            found += store_passwords(self.history_store.get_secret_value())
         return [s for s in (*found, *self.api_keys) if len(s) >= 4]

@@ -13,6 +13,7 @@ from random import getrandbits
 
 from aiohttp import web
 
+from chatproxy.drain import shutting_down
 from chatproxy.errors import (
     AuthenticationError,
     ChatProxyError,
@@ -20,11 +21,10 @@ from chatproxy.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from chatproxy.keys import REDACTOR, SETTINGS
+from chatproxy.keys import DRAIN, REDACTOR, SETTINGS
 from chatproxy.logs import REQUEST_ID_HEADER, AccessLog, request_id_var
 from chatproxy.redact import scrubbed
 from chatproxy.schemas import ErrorResponse
-from chatproxy.server import DRAIN, shutting_down
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 access_log = AccessLog()

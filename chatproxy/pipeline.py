@@ -18,13 +18,12 @@ from aiohttp import web
 from chatproxy.clients.base import ChatClient, Completion, CompletionRequest, Delta
 from chatproxy.errors import InvalidRequestError
 from chatproxy.history.layer import Recorder
-from chatproxy.keys import HISTORY, PROVIDERS, SETTINGS
+from chatproxy.keys import DRAIN, HISTORY, PROVIDERS, SETTINGS
 from chatproxy.openai_schemas import OpenAIMessage
 from chatproxy.prompt import apply_system_prompt
 from chatproxy.providers import InFlight
 from chatproxy.routing import raw_message
 from chatproxy.schemas import Message
-from chatproxy.server import DRAIN
 
 
 @dataclass(slots=True)
@@ -50,7 +49,7 @@ class ChatCall:
 class Turn:
     """A prepared call: the request that goes upstream, and its answer as it comes back."""
 
-    __slots__ = ("client", "conversation_id", "in_flight", "recorder", "request")
+    __slots__ = ("client", "in_flight", "recorder", "request")
 
     def __init__(
         self,
@@ -58,13 +57,11 @@ class Turn:
         request: CompletionRequest,
         in_flight: InFlight,
         recorder: Recorder | None,
-        conversation_id: str | None,
     ) -> None:
         self.client = client
         self.request = request
         self.in_flight = in_flight
         self.recorder = recorder
-        self.conversation_id = conversation_id
 
     async def complete(self) -> Completion:
         with self.in_flight:
@@ -160,4 +157,4 @@ async def open_turn(app: web.Application, call: ChatCall) -> Turn:
         request_id=call.request_id,
         added_before=added,
     )
-    return Turn(client, request, providers.track(call.provider), recorder, call.conversation_id)
+    return Turn(client, request, providers.track(call.provider), recorder)

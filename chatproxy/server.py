@@ -26,8 +26,8 @@ from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.web_protocol import RequestHandler
 
 from chatproxy.config import Settings
-from chatproxy.errors import ServiceUnavailableError
-from chatproxy.keys import PROVIDERS
+from chatproxy.drain import Drain
+from chatproxy.keys import DRAIN, PROVIDERS
 from chatproxy.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,8 @@ _QUOTED = re.compile(r"[:\s]+b?['\"]")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # How often the drain looks whether requests are still in flight.
 DRAIN_POLL = 0.02
-# After the deadline: how long cancelled streams get to write their error event, and how
-# long aiohttp then waits (twice) for a handler before it cuts the connection.
-STREAM_END_GRACE = 0.3
+# After the deadline and the requests' last answers (chatproxy.drain): how long aiohttp
+# waits (twice) for a handler before it cuts the connection.
 CUT_GRACE = 0.2
 # How long a body the handler did not read (413, 401, 408) is still read and thrown away
 # before the connection closes, so the client can read the answer; aiohttp's default is 10.
@@ -47,55 +46,6 @@ LINGERING_TIME = 2.0
 SPARE_FDS = 1024
 # A refused connection is logged at most this often, seconds.
 REFUSAL_LOG_INTERVAL = 10.0
-
-
-def shutting_down() -> ServiceUnavailableError:
-    return ServiceUnavailableError("chatproxy is shutting down", retry_after=1)
-
-
-class Drain:
-    """The streams in flight, and whether the shutdown deadline has passed.
-
-    `relay` registers its task here for the life of a stream (a set add and a done callback
-    per stream, nothing per chunk); at the deadline the drain cancels each, and relay, seeing
-    `expired`, takes the cancellation back and ends the stream with an error event.
-    """
-
-    __slots__ = ("expired", "streams")
-
-    def __init__(self) -> None:
-        self.streams: set[asyncio.Task[Any]] = set()
-        self.expired = False
-
-    def track(self, task: asyncio.Task[Any] | None) -> None:
-        """Know `task`, a stream's, until it is done."""
-        if task is not None:
-            self.streams.add(task)
-            task.add_done_callback(self.streams.discard)
-
-    def claims(self) -> bool:
-        """Whether the current task's cancellation is the deadline's; if so it is undone
-        (Task.uncancel), so the stream may still write its last event."""
-        if not self.expired:
-            return False
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        return True
-
-    async def expire(self) -> None:
-        """The deadline: cancel every stream still open, and let each write its error."""
-        self.expired = True
-        streams = list(self.streams)
-        if not streams:
-            return
-        log.warning("shutdown deadline: ending %d open stream(s)", len(streams))
-        for task in streams:
-            task.cancel("chatproxy is shutting down")
-        await asyncio.wait(streams, timeout=STREAM_END_GRACE)
-
-
-DRAIN = web.AppKey("drain", Drain)
 
 
 class ChatRequestHandler(RequestHandler):

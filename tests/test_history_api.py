@@ -15,7 +15,14 @@ from aiohttp import web
 
 from tests.conftest import Client, Proxy
 from tests.fakes.ernie_server import FakeErnie
-from tests.fakes.openai_server import FakeOpenAI, completion_body, status, stream
+from tests.fakes.openai_server import (
+    FakeOpenAI,
+    completion_body,
+    reply,
+    status,
+    stream,
+    tool_call_reply,
+)
 from tests.history_stores import STORE_URLS, app_postgres, store_url
 from tests.sse_client import read_events
 
@@ -206,13 +213,22 @@ async def test_conversations_belong_to_their_key(
     assert (await client.get(f"/history/{cid}", headers=one)).status == 200
     for resp in (
         await client.get(f"/history/{cid}", headers=two),
-        await client.post("/chatgpt/", json=body, headers=two),
         await client.delete(f"/history/{cid}", headers=two),
         await client.get(f"/history/{cid}/model", headers=two),
+        await client.put(f"/history/{cid}/model", json={"model": "chatgpt/x"}, headers=two),
     ):
         assert resp.status == 404
         assert "mine" not in await resp.text()
-    assert len(fake_openai.requests) == 1, "another key's request never reached upstream"
+    # The same id from another key is that key's own conversation: it cannot take the
+    # first key's id, nor learn that it is in use, nor see a word of it.
+    other = {"messages": [user("theirs")], "conversation_id": cid}
+    resp = await client.post("/chatgpt/", json=other, headers=two)
+    assert resp.status == 200 and "mine" not in await resp.text()
+    assert [m["content"] for m in fake_openai.requests[-1]["messages"]][1:] == ["theirs"]
+    mine = await (await client.get(f"/history/{cid}", headers=one)).json()
+    assert [m["content"] for m in mine["messages"]] == ["mine", "re: mine"]
+    theirs = await (await client.get(f"/history/{cid}", headers=two)).json()
+    assert [m["content"] for m in theirs["messages"]] == ["theirs", "re: theirs"]
 
 
 async def test_twenty_concurrent_turns_never_interleave(
@@ -387,3 +403,90 @@ async def test_a_store_that_answers_slowly_is_503_within_its_timeout(
         server.close()
         await server.wait_closed()
     assert fake_openai.requests == []
+
+
+async def test_concurrent_requests_on_a_silent_store_all_fail_within_one_timeout(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """Not one after another: the tenth request waits one timeout, not ten."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for url in (f"redis://127.0.0.1:{port}", f"postgresql://u@127.0.0.1:{port}/db"):
+            client = await proxy(history_store=url, history_timeout=0.5)
+            started = time.monotonic()
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/chatgpt/", json={"messages": [user("x")], "conversation_id": f"c{n}"}
+                    )
+                    for n in range(10)
+                )
+            )
+            assert [a.status for a in answers] == [503] * 10
+            assert time.monotonic() - started < 2, url
+            await client.close()
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert fake_openai.requests == []
+
+
+async def test_a_store_that_errs_is_503_not_500_and_chatproxy_still_starts(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """Not only refused connections: a database that does not exist is the store failing."""
+    client = await proxy(history_store="postgresql://postgres@localhost:5432/no_such_db_x")
+    resp = await client.post("/chatgpt/", json={"messages": [user("x")], "conversation_id": "c"})
+    assert resp.status == 503
+    assert "no_such_db_x" in (await resp.json())["error"]
+    assert (await client.get("/ready")).status == 503
+    assert (await client.get("/history/c")).status == 503
+    assert (await client.post("/chatgpt/", json={"messages": [user("x")]})).status == 200
+
+
+async def test_status_and_log_show_no_password_of_the_store(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture, app_postgres: str
+) -> None:
+    url = app_postgres.replace("postgres@", "postgres:hunter2secret@") + "?password=qpass9999"
+    client = await proxy(history_store=url)
+    text = await (await client.get("/status")).text()
+    assert "history" in text and "hunter2secret" not in text and "qpass9999" not in text
+    assert "qpass9999" not in caplog.text and "hunter2secret" not in caplog.text
+
+
+async def test_a_tool_exchange_keeps_its_question_and_final_answer_only(
+    history_proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    client = await history_proxy()
+    cid = new_id()
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    fake_openai.queue(tool_call_reply("weather", '{"city": "Paris"}'), reply("Sunny, 24 C"))
+    body = {"model": "gpt-4o", "messages": [user("Weather in Paris?")], "tools": tools}
+    first = await client.post("/v1/chat/completions", json=body, headers={"X-Conversation-ID": cid})
+    call = (await first.json())["choices"][0]["message"]["tool_calls"][0]
+    results = [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 24"},
+    ]
+    second = await client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": results, "tools": tools, "conversation_id": cid},
+    )
+    assert second.status == 200
+    # Upstream got the stored question, then the tool call and its result as sent.
+    roles = [m["role"] for m in fake_openai.requests[-1]["messages"]]
+    assert roles == ["system", "user", "assistant", "tool"]
+    stored = (await (await client.get(f"/history/{cid}")).json())["messages"]
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", "Weather in Paris?"),
+        ("assistant", "Sunny, 24 C"),
+    ]

@@ -173,7 +173,7 @@ async def test_sigterm_drains_then_ends_an_open_stream_with_an_error_event(
             break
         await asyncio.sleep(0.02)
     assert fake_openai.disconnects == 1, "the upstream stream was closed"
-    assert "shutdown deadline: ending 1 open stream" in served.output()
+    assert "shutdown deadline: ending 1 request(s) in flight" in served.output()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

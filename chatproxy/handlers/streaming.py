@@ -12,12 +12,12 @@ from typing import Protocol
 from aiohttp import web
 
 from chatproxy.clients.base import Delta
+from chatproxy.drain import shutting_down
 from chatproxy.errors import ChatProxyError
-from chatproxy.keys import REDACTOR
+from chatproxy.keys import DRAIN, REDACTOR
 from chatproxy.logs import REQUEST_ID_HEADER, request_id_var
 from chatproxy.redact import scrubbed
 from chatproxy.schemas import Usage
-from chatproxy.server import DRAIN, shutting_down
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {

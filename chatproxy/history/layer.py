@@ -17,6 +17,7 @@ from chatproxy.errors import NotFoundError, ServiceUnavailableError
 from chatproxy.history.base import (
     HistoryStore,
     Recalled,
+    SchemaVersionError,
     StoredMessage,
     StoreUnavailableError,
     utc_now,
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # /ready must answer quickly even when the store hangs.
 READY_TIMEOUT = 1.0
+
+
+def scoped(conversation_id: str, owner: str) -> str:
+    """The id a conversation is stored under: each key's ids are its own, so no key can take
+    an id another will use, nor learn that another key has it."""
+    return f"{owner}:{conversation_id}" if owner else conversation_id
 
 
 def not_found(conversation_id: str) -> NotFoundError:
@@ -61,16 +68,22 @@ class Recorder:
     async def reply(self, content: str, model: str, *, clear: bool = False) -> None:
         """Append the request's messages and the reply as one turn; or, when the provider
         asks for it (ERNIE's need_clear_history), forget the conversation instead."""
-        store, cid, owner = self.layer.store, self.conversation_id, self.owner
+        store, owner = self.layer.store, self.owner
+        cid = scoped(self.conversation_id, owner)
         if clear:
             await self.layer.run(lambda: store.clear(cid, owner))
-            log.info("conversation %s cleared at the provider's request", cid)
+            log.info("conversation %s cleared at the provider's request", self.conversation_id)
             return
         named = f"{self.provider}/{model}"
+        # Text only: a reply that is a tool call has none, and a request of tool results
+        # brings none (history keeps the conversation, not one exchange's tool traffic).
         turn = [StoredMessage(m.role, m.content, self.received, named) for m in self.new]
         turn.append(StoredMessage("assistant", content, utc_now(), named))
+        turn = [m for m in turn if m.content]
+        if not turn:
+            return
         if not await self.layer.run(lambda: store.append_turn(cid, owner, turn)):
-            raise not_found(cid)
+            raise not_found(self.conversation_id)
 
 
 class HistoryLayer:
@@ -81,42 +94,36 @@ class HistoryLayer:
         self.store = store
         self.max_turns = max_turns
         self.description = description  # for /status: the kind and where, no password
-        self._opened = False
-        self._opening = asyncio.Lock()
 
     async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """One store operation, with the store opened first and its failure a 503."""
+        """One store operation (the store opens itself on first use, within its timeout),
+        its failure a 503."""
         try:
-            if not self._opened:
-                await self._open()
             return await operation()
         except StoreUnavailableError as exc:
             raise unavailable(exc) from None
 
-    async def _open(self) -> None:
-        async with self._opening:
-            if not self._opened:
-                await self.store.open()
-                self._opened = True
-
     async def open(self) -> None:
-        """At start-up: open now if the store answers, else on first use."""
+        """At start-up: open now if the store answers, else on first use. A store that holds
+        a newer schema than this chatproxy knows stops it starting."""
         try:
-            await self.run(self._open)
-        except ServiceUnavailableError as exc:
-            log.warning("%s; will try again when a request needs it", exc.message)
+            await self.store.open()
+        except StoreUnavailableError as exc:
+            log.warning("%s; will try again when a request needs it", exc)
+        except SchemaVersionError as exc:
+            raise SystemExit(f"chatproxy: HISTORY_STORE: {exc}") from None
 
     async def recall(self, conversation_id: str, owner: str) -> Recalled:
         """The conversation's last turns and model (a new id becomes the caller's
         conversation; an id that is someone else's is a 404, never their messages)."""
-        store, limit = self.store, self.max_turns
-        recalled = await self.run(lambda: store.recall(conversation_id, owner, limit))
+        store, limit, key = self.store, self.max_turns, scoped(conversation_id, owner)
+        recalled = await self.run(lambda: store.recall(key, owner, limit))
         if recalled is not None:
             return recalled
-        if await self.run(lambda: store.create(conversation_id, owner)):
+        if await self.run(lambda: store.create(key, owner)):
             return Recalled([], None)
-        # Taken meanwhile: by a concurrent first request of this owner, or by another.
-        recalled = await self.run(lambda: store.recall(conversation_id, owner, limit))
+        # Taken meanwhile, by a concurrent first request on it.
+        recalled = await self.run(lambda: store.recall(key, owner, limit))
         if recalled is None:
             raise not_found(conversation_id)
         return recalled
@@ -130,16 +137,17 @@ class HistoryLayer:
         """A new conversation under a fresh id."""
         while True:
             conversation_id = uuid.uuid4().hex
-            if await self.run(partial(self.store.create, conversation_id, owner, model)):
+            key = scoped(conversation_id, owner)
+            if await self.run(partial(self.store.create, key, owner, model)):
                 return conversation_id
 
     async def show(self, conversation_id: str, owner: str) -> dict[str, Any]:
         """`GET /history/{id}`: every stored message, with its time and model."""
-        store = self.store
-        messages = await self.run(lambda: store.messages(conversation_id, owner))
+        store, key = self.store, scoped(conversation_id, owner)
+        messages = await self.run(lambda: store.messages(key, owner))
         if messages is None:
             raise not_found(conversation_id)
-        info = await self.run(lambda: store.info(conversation_id, owner))
+        info = await self.run(lambda: store.info(key, owner))
         model = info.model if info is not None else None
         if model is None and messages:
             model = messages[-1].model
@@ -158,17 +166,20 @@ class HistoryLayer:
         }
 
     async def delete(self, conversation_id: str, owner: str) -> None:
-        if not await self.run(lambda: self.store.delete(conversation_id, owner)):
+        key = scoped(conversation_id, owner)
+        if not await self.run(lambda: self.store.delete(key, owner)):
             raise not_found(conversation_id)
 
     async def model(self, conversation_id: str, owner: str) -> str | None:
-        info = await self.run(lambda: self.store.info(conversation_id, owner))
+        key = scoped(conversation_id, owner)
+        info = await self.run(lambda: self.store.info(key, owner))
         if info is None:
             raise not_found(conversation_id)
         return info.model
 
     async def set_model(self, conversation_id: str, owner: str, model: str | None) -> None:
-        if not await self.run(lambda: self.store.set_model(conversation_id, owner, model)):
+        key = scoped(conversation_id, owner)
+        if not await self.run(lambda: self.store.set_model(key, owner, model)):
             raise not_found(conversation_id)
 
     async def not_ready_reason(self) -> str | None:

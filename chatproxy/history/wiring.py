@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from yarl import URL
 
 from chatproxy.history.layer import HistoryLayer
 from chatproxy.keys import HISTORY, SETTINGS
@@ -15,9 +14,13 @@ log = logging.getLogger(__name__)
 
 
 def describe(url: str) -> str:
-    """The store's URL fit to show: no user or password."""
-    parsed = URL(url)
-    return str(parsed.with_user(None)) if parsed.user or parsed.password else url
+    """The store's URL fit to show: scheme, host, port and path, nothing else (a user, a
+    password, and a query, which may hold `?password=` too)."""
+    scheme, _, rest = url.partition("://")
+    location, slash, path = rest.partition("/")
+    host = location.rpartition("@")[2]
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{host}{slash}{path}"
 
 
 async def history_context(app: web.Application) -> AsyncIterator[None]:

@@ -54,13 +54,9 @@ CREATE TABLE chatproxy_turns (
     PRIMARY KEY (conversation_id, seq)
 );
 """
-ERRORS = (
-    OSError,
-    asyncpg.PostgresConnectionError,  # class 08
-    asyncpg.InterfaceError,  # connection lost, pool closed
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
-    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
-)
+# Any failure of the store is the store's, to the chat request it fails: a missing database,
+# a read-only standby after failover, a rejected password, as much as a lost connection.
+ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 CREATE = (
     "INSERT INTO chatproxy_conversations (id, owner, model, created_at)"
     " VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING RETURNING true"

@@ -33,7 +33,9 @@ from chatproxy.history.base import (
 from chatproxy.history.codec import decode_turn, encode_turn
 
 SCHEMA_VERSION = 1
-ERRORS = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Any failure of the store is the store's, to the chat request it fails (out of memory, a
+# read-only replica, a wrong password), as much as a lost connection.
+ERRORS = (OSError, redis.exceptions.RedisError)
 # Every script: KEYS = conversation hash, turns list; ARGV[1] = owner.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end

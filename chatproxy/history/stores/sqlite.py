@@ -106,6 +106,7 @@ class SqliteStore(HistoryStore):
         self._thread_lock = threading.Lock()
         self._setup_lock = asyncio.Lock()
         self._closed = False
+        self._failures = 0  # set-up attempts that failed
         self._writes = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
@@ -165,12 +166,21 @@ class SqliteStore(HistoryStore):
     async def open(self) -> None:
         if self._loop_conn is not None:
             return
+        attempt = self._failures
         async with self._setup_lock:
             if self._closed:
                 raise StoreUnavailableError("SQLite store is closed")
+            if self._failures != attempt:
+                # It failed while this request waited: fail with it rather than queue up
+                # another whole attempt (the k-th waiter would wait k timeouts).
+                raise StoreUnavailableError("SQLite could not open the database")
             if self._loop_conn is None:
-                async with unavailable_on("SQLite", self._timeout, (sqlite3.Error, OSError)):
-                    await asyncio.to_thread(self._locked_setup)
+                try:
+                    async with unavailable_on("SQLite", self._timeout, (sqlite3.Error, OSError)):
+                        await asyncio.to_thread(self._locked_setup)
+                except StoreUnavailableError:
+                    self._failures += 1
+                    raise
 
     def _locked_setup(self) -> None:
         with self._thread_lock:
