@@ -490,3 +490,37 @@ async def test_a_tool_exchange_keeps_its_question_and_final_answer_only(
         ("user", "Weather in Paris?"),
         ("assistant", "Sunny, 24 C"),
     ]
+
+
+async def test_a_clients_own_system_prompt_outlives_the_window(
+    history_proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """Found in review: once the first turn left HISTORY_MAX_TURNS, the operator's prompt
+    replaced the client's own."""
+    fake_openai.default = echo
+    client = await history_proxy(history_max_turns=1)
+    cid = new_id()
+    persona = {"role": "system", "content": "CLIENT PERSONA"}
+    first = {"messages": [persona, user("one")], "conversation_id": cid}
+    assert (await client.post("/chatgpt/", json=first)).status == 200
+    for text in ("two", "three", "four"):
+        await chat(client, cid, text)
+    sent = [m["content"] for m in fake_openai.requests[-1]["messages"]]
+    assert sent == ["CLIENT PERSONA", "three", "re: three", "four"]
+
+
+async def test_two_chatproxy_copies_on_one_postgresql_never_interleave_turns(
+    proxy: Proxy, fake_openai: FakeOpenAI, app_postgres: str
+) -> None:
+    """Two apps, each with its own pool, as two copies behind a gateway would be."""
+    fake_openai.default = echo
+    one, two = await proxy(history_store=app_postgres), await proxy(history_store=app_postgres)
+    cid = new_id()
+    await asyncio.gather(
+        *(chat(copy, cid, f"turn {n}") for n in range(20) for copy in ((one, two)[n % 2],))
+    )
+    messages = (await (await one.get(f"/history/{cid}")).json())["messages"]
+    assert len(messages) == 40
+    for question, answer in zip(messages[::2], messages[1::2], strict=True):
+        assert answer["content"] == f"re: {question['content']}"
+    assert messages == (await (await two.get(f"/history/{cid}")).json())["messages"]

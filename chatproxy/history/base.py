@@ -116,16 +116,12 @@ class HistoryStore(abc.ABC):
     ) -> list[list[StoredMessage]] | None:
         """The last `limit` turns, oldest first; None when there is no such conversation."""
 
+    @abc.abstractmethod
     async def recall(self, conversation_id: str, owner: str, limit: int) -> Recalled | None:
-        """What a chat request needs, on its hot path: the last `limit` turns' messages (role
-        and content) and the conversation's default model. SQL stores read both in one
-        query and decode turns straight into messages."""
-        turns = await self.recent_turns(conversation_id, owner, limit)
-        info = await self.info(conversation_id, owner)
-        if turns is None or info is None:
-            return None
-        messages = [Message(role=m.role, content=m.content) for turn in turns for m in turn]
-        return Recalled(messages, info.model)
+        """What a chat request needs, on its hot path, in one round trip where the store
+        allows: the conversation's default model and the messages (role and content) of its
+        last `limit` turns, after the first turn's leading system messages when that turn
+        is older than those: a conversation's instructions outlive the window."""
 
     @abc.abstractmethod
     async def messages(self, conversation_id: str, owner: str) -> list[StoredMessage] | None:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from itertools import takewhile
+from typing import Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
-from chatproxy.history.base import StoredMessage
+from chatproxy.history.base import Recalled, StoredMessage
 from chatproxy.schemas import Message
 
 # A stored turn read back for a chat request: role and content only, parsed and checked in
 # one call of pydantic's Rust core (5x cheaper than json.loads and a dataclass a message).
 _MESSAGES = TypeAdapter(list[Message])
+
+
+class Role(Protocol):
+    @property
+    def role(self) -> str: ...
+
+
+M = TypeVar("M", bound=Role)
 
 
 def utc(timestamp: datetime) -> datetime:
@@ -64,6 +74,20 @@ def decode_turn(text: str | bytes) -> list[StoredMessage]:
     ]
 
 
-def decode_messages(texts: list[str] | list[bytes]) -> list[Message]:
+def decode_messages(texts: Sequence[str | bytes]) -> list[Message]:
     """Stored turns as the messages a chat request sends upstream: no timestamps or models."""
     return [message for text in texts for message in _MESSAGES.validate_json(text)]
+
+
+def instructions(messages: Iterable[M]) -> list[M]:
+    """A first turn's leading system messages: the conversation's instructions."""
+    return list(takewhile(lambda message: message.role == "system", messages))
+
+
+def recalled(
+    window: Sequence[str | bytes], model: str | None, first: str | bytes | None = None
+) -> Recalled:
+    """A recall from encoded turns: the window's messages, after the instructions of the
+    conversation's first turn when that turn (`first`) lies before the window."""
+    pinned = instructions(_MESSAGES.validate_json(first)) if first else []
+    return Recalled(pinned + decode_messages(window), model)

@@ -106,6 +106,30 @@ async def test_recall_is_the_recent_turns_text_and_the_model(store: HistoryStore
     assert await store.recall(cid, "bob", 3) is None, "another owner sees nothing"
 
 
+async def test_recall_keeps_the_first_turns_instructions(store: HistoryStore) -> None:
+    """A conversation's leading system messages go with every recall, however far back
+    its first turn lies; nothing else of that turn does, and nothing comes twice."""
+    cid = new_id()
+    first = [msg("system", "be a pirate"), msg("system", "be brief"), *pair(0)]
+    for turn in (first, pair(1), pair(2)):
+        assert await store.append_turn(cid, "o", turn)
+
+    def text(recalled: Recalled | None) -> list[str]:
+        assert recalled is not None
+        return [m.content for m in recalled.messages]
+
+    rules = ["be a pirate", "be brief"]
+    assert text(await store.recall(cid, "o", 1)) == [*rules, "question 2", "answer 2"]
+    assert text(await store.recall(cid, "o", 0)) == rules
+    whole = [*rules, "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2"]
+    assert text(await store.recall(cid, "o", 3)) == whole
+    assert text(await store.recall(cid, "o", 9)) == whole
+    plain = new_id()
+    for turn in (pair(0), [msg("system", "late rule"), *pair(1)], pair(2)):
+        assert await store.append_turn(plain, "o", turn)
+    assert text(await store.recall(plain, "o", 1)) == ["question 2", "answer 2"]
+
+
 async def test_turns_of_any_length(store: HistoryStore) -> None:
     cid = new_id()
     three = [msg("system", "be brief"), msg("user", "hi"), msg("assistant", "hello")]

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from chatproxy.history.base import (
     ConversationInfo,
     HistoryStore,
+    Recalled,
     StoredMessage,
     StoreUnavailableError,
     check_limit,
     utc_now,
 )
-from chatproxy.history.codec import check_turn
+from chatproxy.history.codec import check_turn, instructions
+from chatproxy.schemas import Message
 
 
 @dataclass(slots=True)
@@ -74,6 +76,19 @@ class MemoryStore(HistoryStore):
             return None
         turns = conversation.turns[-limit:] if limit else []
         return [list(turn) for turn in turns]
+
+    async def recall(self, conversation_id: str, owner: str, limit: int) -> Recalled | None:
+        check_limit(limit)
+        conversation = self._get(conversation_id, owner)
+        if conversation is None:
+            return None
+        turns = conversation.turns
+        window = turns[-limit:] if limit else []
+        pinned = instructions(turns[0]) if len(turns) > limit else []
+        messages = [*pinned, *(m for turn in window for m in turn)]
+        return Recalled(
+            [Message(role=m.role, content=m.content) for m in messages], conversation.info.model
+        )
 
     async def messages(self, conversation_id: str, owner: str) -> list[StoredMessage] | None:
         conversation = self._get(conversation_id, owner)

@@ -34,7 +34,7 @@ from chatproxy.history.base import (
     unavailable_on,
     utc_now,
 )
-from chatproxy.history.codec import decode_messages, decode_turn, encode_turn
+from chatproxy.history.codec import decode_turn, encode_turn, recalled
 
 SCHEMA_VERSION = 1
 SCHEMA_LOCK = 0x63687078  # pg_advisory_xact_lock key: "chpx"
@@ -75,6 +75,18 @@ SELECT t.messages, c.model FROM chatproxy_conversations c
 LEFT JOIN LATERAL (
     SELECT seq, messages FROM chatproxy_turns
     WHERE conversation_id = c.id ORDER BY seq DESC LIMIT $3
+) t ON true
+WHERE c.id = $1 AND c.owner = $2 ORDER BY t.seq
+"""
+# The last $3 turns and the first one (its instructions outlive the window), the model.
+RECALL = """
+SELECT t.seq, t.messages, c.model FROM chatproxy_conversations c
+LEFT JOIN LATERAL (
+    (SELECT seq, messages FROM chatproxy_turns
+     WHERE conversation_id = c.id ORDER BY seq DESC LIMIT $3)
+    UNION
+    (SELECT seq, messages FROM chatproxy_turns
+     WHERE conversation_id = c.id ORDER BY seq LIMIT 1)
 ) t ON true
 WHERE c.id = $1 AND c.owner = $2 ORDER BY t.seq
 """
@@ -184,9 +196,14 @@ class PostgresStore(HistoryStore):
 
     async def recall(self, conversation_id: str, owner: str, limit: int) -> Recalled | None:
         check_limit(limit)
-        rows = await self._fetch(TURNS, conversation_id, owner, limit)
-        texts = _texts(rows)
-        return None if texts is None else Recalled(decode_messages(texts), rows[0][1])
+        rows = await self._fetch(RECALL, conversation_id, owner, limit)
+        if not rows:
+            return None
+        model = rows[0][2]
+        texts = [row[1] for row in rows if row[1] is not None]
+        if len(texts) > limit:  # the first turn lies before the window
+            return recalled(texts[1:], model, first=texts[0])
+        return recalled(texts, model)
 
     async def messages(self, conversation_id: str, owner: str) -> list[StoredMessage] | None:
         turns = _turns(await self._fetch(TURNS, conversation_id, owner, None))

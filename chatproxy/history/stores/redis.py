@@ -23,6 +23,7 @@ from chatproxy.history.base import (
     DEFAULT_TIMEOUT,
     ConversationInfo,
     HistoryStore,
+    Recalled,
     SchemaVersionError,
     StoredMessage,
     StoreUnavailableError,
@@ -30,7 +31,7 @@ from chatproxy.history.base import (
     unavailable_on,
     utc_now,
 )
-from chatproxy.history.codec import decode_turn, encode_turn
+from chatproxy.history.codec import decode_turn, encode_turn, recalled
 
 SCHEMA_VERSION = 1
 # Any failure of the store is the store's, to the chat request it fails (out of memory, a
@@ -68,6 +69,22 @@ if n == 0 then return {} end
 if n < 0 then return redis.call('LRANGE', KEYS[2], 0, -1) end
 return redis.call('LRANGE', KEYS[2], -n, -1)
 """
+# The model ('' for none), the first turn when it lies before the last ARGV[2] ('' when
+# not), then those turns; a missing conversation gives nil.
+RECALL = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
+local n = tonumber(ARGV[2])
+local out = {redis.call('HGET', KEYS[1], 'model') or ''}
+if redis.call('LLEN', KEYS[2]) > n then
+  out[2] = redis.call('LINDEX', KEYS[2], 0)
+else
+  out[2] = ''
+end
+if n > 0 then
+  for _, turn in ipairs(redis.call('LRANGE', KEYS[2], -n, -1)) do out[#out + 1] = turn end
+end
+return out
+"""
 # ARGV[2]: 'clear', 'delete', 'model' (ARGV[3]: the model) or 'nomodel'.
 CHANGE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
@@ -104,6 +121,7 @@ class RedisStore(HistoryStore):
         self._create = client.register_script(CREATE)
         self._append = client.register_script(APPEND)
         self._turns = client.register_script(TURNS)
+        self._recall = client.register_script(RECALL)
         self._change = client.register_script(CHANGE)
 
     def _keys(self, conversation_id: str) -> list[str]:
@@ -176,6 +194,17 @@ class RedisStore(HistoryStore):
         check_limit(limit)
         found = await self._read(conversation_id, owner, limit)
         return None if found is None else [decode_turn(turn) for turn in found]
+
+    async def recall(self, conversation_id: str, owner: str, limit: int) -> Recalled | None:
+        check_limit(limit)
+        async with self._use():
+            found: list[Any] | None = await self._recall(
+                keys=self._keys(conversation_id), args=[owner, limit]
+            )
+        if found is None:
+            return None
+        model, first, *window = found
+        return recalled(window, _text(model) or None, first=first or None)
 
     async def messages(self, conversation_id: str, owner: str) -> list[StoredMessage] | None:
         found = await self._read(conversation_id, owner, -1)

@@ -41,7 +41,7 @@ from chatproxy.history.base import (
     unavailable_on,
     utc_now,
 )
-from chatproxy.history.codec import decode_messages, decode_turn, encode_turn
+from chatproxy.history.codec import decode_turn, encode_turn, recalled
 
 SCHEMA_VERSION = 1
 SCHEMA = (
@@ -68,6 +68,11 @@ TURNS = (
     "SELECT 0, model FROM chatproxy_conversations WHERE id = :id AND owner = :owner"
     " UNION ALL SELECT * FROM (SELECT seq, messages FROM chatproxy_turns"
     " WHERE conversation_id = :id ORDER BY seq DESC LIMIT :limit)"
+)
+# TURNS, and the first turn too: its instructions outlive the window (recall).
+RECALL = (
+    TURNS + " UNION SELECT * FROM (SELECT seq, messages FROM chatproxy_turns"
+    " WHERE conversation_id = :id ORDER BY seq LIMIT 1)"
 )
 OWNED = "SELECT 1 FROM chatproxy_conversations WHERE id = :id AND owner = :owner"
 # Writes between passive checkpoints: about SQLite's own default of 1,000 WAL pages.
@@ -272,9 +277,14 @@ class SqliteStore(HistoryStore):
     async def recall(self, conversation_id: str, owner: str, limit: int) -> Recalled | None:
         check_limit(limit)
         params = {"id": conversation_id, "owner": owner, "limit": limit}
-        rows = await self._run(TURNS, params)
+        rows = await self._run(RECALL, params)  # UNION: the first turn comes once
         texts = _texts(rows)
-        return None if texts is None else Recalled(decode_messages(texts), rows[0][1])
+        if texts is None:
+            return None
+        model = rows[0][1]
+        if len(texts) > limit:  # the first turn lies before the window
+            return recalled(texts[1:], model, first=texts[0])
+        return recalled(texts, model)
 
     async def messages(self, conversation_id: str, owner: str) -> list[StoredMessage] | None:
         params = {"id": conversation_id, "owner": owner, "limit": -1}
