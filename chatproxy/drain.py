@@ -21,29 +21,22 @@ def shutting_down() -> ServiceUnavailableError:
 
 
 class Drain:
-    """The chat requests in flight, and whether the shutdown deadline has passed.
+    """Whether the shutdown deadline has passed, and ending the requests still in flight.
 
-    The pipeline registers each chat request's task here (a set add and a done callback per
-    request, nothing per chunk); at the deadline the drain cancels each, and the one that
+    Nothing is registered per request: at the deadline the server hands over the tasks of
+    the requests its connections are handling, the drain cancels each, and the one that
     sees `expired` takes the cancellation back: a stream ends with an error event (relay),
     a request whose answer has not begun gets a 503 (the middleware).
     """
 
-    __slots__ = ("expired", "streams")
+    __slots__ = ("expired",)
 
     def __init__(self) -> None:
-        self.streams: set[asyncio.Task[Any]] = set()
         self.expired = False
-
-    def track(self, task: asyncio.Task[Any] | None) -> None:
-        """Know `task`, a stream's, until it is done."""
-        if task is not None:
-            self.streams.add(task)
-            task.add_done_callback(self.streams.discard)
 
     def claims(self) -> bool:
         """Whether the current task's cancellation is the deadline's; if so it is undone
-        (Task.uncancel), so the stream may still write its last event."""
+        (Task.uncancel), so the request may still write its last answer."""
         if not self.expired:
             return False
         task = asyncio.current_task()
@@ -51,13 +44,12 @@ class Drain:
             task.uncancel()
         return True
 
-    async def expire(self) -> None:
-        """The deadline: cancel every stream still open, and let each write its error."""
+    async def expire(self, in_flight: list[asyncio.Task[Any]]) -> None:
+        """The deadline: cancel every request still in flight, let each write its answer."""
         self.expired = True
-        streams = list(self.streams)
-        if not streams:
+        if not in_flight:
             return
-        log.warning("shutdown deadline: ending %d request(s) in flight", len(streams))
-        for task in streams:
+        log.warning("shutdown deadline: ending %d request(s) in flight", len(in_flight))
+        for task in in_flight:
             task.cancel("chatproxy is shutting down")
-        await asyncio.wait(streams, timeout=STREAM_END_GRACE)
+        await asyncio.wait(in_flight, timeout=STREAM_END_GRACE)

@@ -8,7 +8,6 @@ once, for the native routes and `/v1` alike.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from aiohttp import web
 from chatproxy.clients.base import ChatClient, Completion, CompletionRequest, Delta
 from chatproxy.errors import InvalidRequestError
 from chatproxy.history.layer import Recorder
-from chatproxy.keys import DRAIN, HISTORY, PROVIDERS, SETTINGS
+from chatproxy.keys import HISTORY, PROVIDERS, SETTINGS
 from chatproxy.openai_schemas import OpenAIMessage
 from chatproxy.prompt import apply_system_prompt
 from chatproxy.providers import InFlight
@@ -115,9 +114,6 @@ async def open_turn(app: web.Application, call: ChatCall) -> Turn:
     """Pick the client, recall the conversation, apply the operator's prompt."""
     providers, settings = app[PROVIDERS], app[SETTINGS]
     client = providers.get(call.provider)
-    drain = app.get(DRAIN)  # at the shutdown deadline, it ends this request with a 503
-    if drain is not None:
-        drain.track(asyncio.current_task())
     past: list[Message] = []
     model = call.model
     recorder = None

@@ -79,6 +79,12 @@ class ChatRequestHandler(RequestHandler):
     def busy(self) -> bool:
         return self._request_in_progress
 
+    @property
+    def request_task(self) -> asyncio.Task[None] | None:
+        """The task handling this connection's request now, if there is one."""
+        request = self._current_request
+        return request.task if request is not None else None
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -157,6 +163,13 @@ class ChatServer(web.Server):
     def busy(self) -> bool:
         """Whether any connection has a request in its handler."""
         return any(isinstance(conn, ChatRequestHandler) and conn.busy for conn in self._connections)
+
+    def request_tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks of the requests in flight on every connection."""
+        tasks = (
+            conn.request_task for conn in self._connections if isinstance(conn, ChatRequestHandler)
+        )
+        return [task for task in tasks if task is not None and not task.done()]
 
 
 class ChatRunner(web.AppRunner):
@@ -246,7 +259,7 @@ async def run(app: web.Application, settings: Settings, announce: Callable[[], N
         server = runner.server
         assert isinstance(server, ChatServer)
         await wait_for_requests(server, timeout, hurry)
-        await drain.expire()
+        await drain.expire(server.request_tasks())
     finally:
         for signum in SIGNALS:
             loop.remove_signal_handler(signum)
