@@ -68,6 +68,8 @@ bench: install install-test-local
 	$(PYTHON) bench/overhead.py
 	$(PYTHON) bench/streaming.py
 	$(PYTHON) bench/local.py
+	$(PYTHON) bench/history.py
+	$(PYTHON) bench/history_layer.py
 	@if command -v valgrind >/dev/null; then $(PYTHON) bench/instructions.py; \
 	  else echo "valgrind is not installed: skipping bench/instructions.py"; fi
 
