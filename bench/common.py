@@ -52,15 +52,17 @@ def wait_http(url: str, timeout: float = 30.0) -> float:
 
 @contextmanager
 def process(
-    args: list[str], env: dict[str, str] | None = None
+    args: list[str], env: dict[str, str] | None = None, *, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        args,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
+    """`args` running until the block ends; its output to `log`, or nowhere."""
+    with log.open("wb") if log is not None else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            args,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         yield proc
     finally:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import ROOT, free_port, mock_upstream, rss_mb, wait_http
+from bench.common import free_port, mock_upstream, process, rss_mb, wait_http
 
 KEY = "sk-bench-load-5f1c0a9e7d3b"  # the configured key: the log must never show it
 USER = {"role": "user", "content": "Привет! How are you today?"}
@@ -191,32 +191,12 @@ def fd_count(pid: int) -> int:
 def chatproxy_process(upstream: str, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`python -m chatproxy`, as `make run` starts it, its log written to `log`."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OPENAI_API_KEY": KEY,
-        "OPENAI_BASE_URL": upstream,
-        "LOG_LEVEL": "INFO",
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatproxy", "--port", str(port), "--env-file", os.devnull],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    try:
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": upstream, "LOG_LEVEL": "INFO"}
+    command = [sys.executable, "-m", "chatproxy", "--port", str(port), "--env-file", os.devnull]
+    with process(command, env, log=log) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health")
         yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _workers(count: int, connections: int, one: Callable[[int], Awaitable[None]]) -> None:

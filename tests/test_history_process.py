@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -15,28 +14,16 @@ import pytest
 from tests.conftest import AiohttpServer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.history_stores import app_postgres, store_url
-from tests.test_server_process import free_port, start_server, wait_ready
+from tests.test_server_process import free_port, start_server, stop_after, wait_ready
 
-__all__ = ["app_postgres"]  # a fixture, used by name
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+__all__ = ["app_postgres", "stop_after"]  # fixtures, used by name
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_sigkill_after_an_acknowledged_reply_loses_nothing(
     aiohttp_server: AiohttpServer,
     tmp_path: Path,
-    processes: list[subprocess.Popen[bytes]],
+    stop_after: list[subprocess.Popen[bytes]],
     kind: str,
     app_postgres: str,
 ) -> None:
@@ -50,7 +37,7 @@ async def test_sigkill_after_an_acknowledged_reply_loses_nothing(
     cid = f"kill-{uuid.uuid4().hex}"
     port = free_port()
     first = start_server(port, env_file)
-    processes.append(first)
+    stop_after.append(first)
     await wait_ready(port)
     async with aiohttp.ClientSession() as session:
         for n in range(3):
@@ -61,7 +48,7 @@ async def test_sigkill_after_an_acknowledged_reply_loses_nothing(
         first.wait()
 
         second = start_server(port, env_file)
-        processes.append(second)
+        stop_after.append(second)
         await wait_ready(port)
         async with session.get(f"http://127.0.0.1:{port}/history/{cid}") as resp:
             stored = await resp.json()

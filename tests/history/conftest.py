@@ -8,12 +8,9 @@ CHATPROXY_TEST_REDIS.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,20 +21,11 @@ import redis.asyncio as aioredis
 
 from chatproxy.history import HistoryStore, open_store
 from chatproxy.history.stores.redis import RedisStore
+from tests.history_stores import POSTGRES, REDIS, admin, run_aside
 
-POSTGRES = os.environ.get(
-    "CHATPROXY_TEST_POSTGRES", "postgresql://postgres@localhost:5432/postgres"
-)
-REDIS = os.environ.get("CHATPROXY_TEST_REDIS", "redis://localhost:6379/0")
 BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 SHARED = ["sqlite", "postgres", "redis"]  # backends two store instances can share
 T = TypeVar("T")
-
-
-def run_aside(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on a loop of its own thread, leaving the tests' event loops alone."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def with_database(url: str, database: str) -> str:
@@ -49,14 +37,6 @@ def with_database(url: str, database: str) -> str:
 def postgres_db() -> Iterator[str]:
     """A fresh database for this session, dropped at its end."""
     name = f"chatproxy_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     run_aside(admin(f"CREATE DATABASE {name}"))
     try:
         yield with_database(POSTGRES, name)

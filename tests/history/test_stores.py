@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,10 @@ from chatproxy.history.stores.memory import MemoryStore
 from chatproxy.history.stores.postgres import PostgresStore
 from chatproxy.history.stores.redis import RedisStore
 from chatproxy.history.stores.sqlite import SqliteStore
-from tests.history.conftest import REDIS, Backend
+from tests.history.conftest import Backend
+from tests.history_stores import REDIS, silent_port
+
+__all__ = ["silent_port"]  # a fixture, used by name
 
 TURN = [
     StoredMessage("user", "hi", datetime.now(UTC)),
@@ -151,23 +154,6 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    """A server that accepts connections and never answers."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        while await reader.read(65536):
-            pass
-
-    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    for writer in writers:
-        writer.close()
 
 
 def urls(port: int) -> list[str]:
