@@ -185,9 +185,13 @@ class Settings(BaseSettings):
             self.ernie_api_key,
             self.ernie_secret_key,
             self.upstream_proxy,
-            self.history_store,
         ]
         found = [v.get_secret_value() for v in values if v is not None]
         if self.history_store is not None:
-            found += store_passwords(self.history_store.get_secret_value())
+            # The URL is a secret only when it holds one (a password, or one that may be
+            # hidden in a form yarl cannot parse); sqlite:///./chatproxy.db shows as it is.
+            url = self.history_store.get_secret_value()
+            passwords = store_passwords(url)
+            if passwords or "@" in url:
+                found += [url, *passwords]
         return [s for s in (*found, *self.api_keys) if len(s) >= 4]

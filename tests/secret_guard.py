@@ -94,7 +94,9 @@ def settings_secrets(settings: Settings) -> dict[str, str]:
     found: dict[str, str] = {}
     for name in type(settings).model_fields:
         value = getattr(settings, name)
-        if isinstance(value, SecretStr):
+        # A store URL is secret for the password it may hold: Settings.secrets() names the
+        # URL and its passwords when it holds one (sqlite:///./chatproxy.db shows as it is).
+        if isinstance(value, SecretStr) and name != "history_store":
             found[value.get_secret_value()] = f"setting {name}"
     for key in settings.api_keys:
         found[key] = "a PROXY_API_KEYS key"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,12 @@ async def test_status_and_log_show_no_password_of_the_store(
     text = await (await client.get("/status")).text()
     assert "history" in text and "hunter2secret" not in text and "qpass9999" not in text
     assert "qpass9999" not in caplog.text and "hunter2secret" not in caplog.text
+
+
+async def test_status_shows_a_store_url_without_a_password_as_it_is(
+    proxy: Proxy, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    client = await proxy(history_store=url)
+    status = await (await client.get("/status")).json()
+    assert status["history"] == {"enabled": True, "store": url, "max_turns": 20}
