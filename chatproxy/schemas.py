@@ -7,8 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-NAME_PATTERN = r"^[A-Za-z0-9._:/-]+$"
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+# Model names and conversation ids: what may travel in a URL, a header and a log line.
+NAME_CHARS = "A-Za-z0-9._:/-"
+NAME_MAX = 128
+NAME_PATTERN = rf"^[{NAME_CHARS}]+$"
+NAME_RULE = f"at most {NAME_MAX} characters of A-Z a-z 0-9 . _ : / -"
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
 Role = Literal["system", "user", "assistant"]
 
 

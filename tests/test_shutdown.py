@@ -7,7 +7,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,9 @@ import pytest
 from aiohttp import web
 
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, chunk, hang, stream
-from tests.test_server_process import free_port, start_server, wait_ready
+from tests.test_server_process import free_port, start_server, stop_after, wait_ready
+
+__all__ = ["stop_after"]  # a fixture, used by name
 
 USER = {"role": "user", "content": "hi"}
 # SIGTERM to exit may take SHUTDOWN_TIMEOUT and this much more (the README's promise is ~1 s).
@@ -61,9 +63,12 @@ Launch = Callable[..., Awaitable[Served]]
 
 
 @pytest.fixture
-def launch(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[Launch]:
-    """`await launch(SHUTDOWN_TIMEOUT="2")`: chatproxy in its own process, on the fake."""
-    procs: list[subprocess.Popen[bytes]] = []
+def launch(
+    tmp_path: Path, fake_openai: FakeOpenAI, stop_after: list[subprocess.Popen[bytes]]
+) -> Launch:
+    """`await launch(SHUTDOWN_TIMEOUT="2")`: chatproxy in its own process, on the fake;
+    `stop_after` ends each at the test's end."""
+    procs = stop_after
 
     async def start(**env: str) -> Served:
         lines = [f"OPENAI_API_KEY=sk-test-key-123456\nOPENAI_BASE_URL={fake_openai.base_url}"]
@@ -76,13 +81,7 @@ def launch(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[Launch]:
         await wait_ready(port)
         return Served(proc, f"http://127.0.0.1:{port}")
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+    return start
 
 
 @pytest.fixture

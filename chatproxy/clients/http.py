@@ -279,11 +279,11 @@ class Upstream:
                 f"{self.provider} answered a stream request with a whole completion; "
                 "it does not stream"
             )
+        message = self.redact(upstream_message(body))
         raise UpstreamStatusError(
-            f"{self.provider} answered the stream request with an error: "
-            f"{self.redact(upstream_message(body))}",
+            f"{self.provider} answered the stream request with an error: {message}",
             upstream_status=502,
-            upstream_message=self.redact(upstream_message(body)),
+            upstream_message=message,
         )
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]], *, first_byte: bool = False) -> T:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from chatproxy.errors import InvalidRequestError, PayloadTooLargeError, RequestTimeoutError
 from chatproxy.history.base import valid_conversation_id
 from chatproxy.keys import SETTINGS
-from chatproxy.schemas import describe_validation_error
+from chatproxy.schemas import NAME_RULE, describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,7 +75,7 @@ def conversation_id_of(request: web.Request, in_body: str | None) -> str | None:
         return in_body
     if not valid_conversation_id(header):
         raise InvalidRequestError(
-            f"{CONVERSATION_HEADER}: at most 128 characters of A-Z a-z 0-9 . _ : / -",
+            f"{CONVERSATION_HEADER}: {NAME_RULE}",
             param=CONVERSATION_HEADER,
         )
     if in_body is not None and in_body != header:

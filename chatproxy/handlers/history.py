@@ -12,7 +12,8 @@ from chatproxy.handlers.common import parse_body
 from chatproxy.history.base import valid_conversation_id
 from chatproxy.history.layer import HistoryLayer
 from chatproxy.keys import HISTORY, SETTINGS
-from chatproxy.schemas import Name
+from chatproxy.routing import ALIASES
+from chatproxy.schemas import NAME_RULE, Name
 
 
 class ModelChoice(BaseModel):
@@ -36,7 +37,7 @@ def _conversation_id(request: web.Request) -> str:
     conversation_id = request.match_info["conversation_id"]
     if not valid_conversation_id(conversation_id):
         raise InvalidRequestError(
-            "conversation_id: at most 128 characters of A-Z a-z 0-9 . _ : / -",
+            f"conversation_id: {NAME_RULE}",
             param="conversation_id",
         )
     return conversation_id
@@ -46,13 +47,14 @@ def _provider_model(model: str | None) -> str | None:
     """A default model is `provider/model`, so it can serve every route."""
     if model is None:
         return None
-    provider, slash, name = model.partition("/")
-    if not slash or not name or provider not in (*PROVIDER_NAMES, "openai"):
+    prefix, slash, name = model.partition("/")
+    provider = ALIASES.get(prefix, prefix)  # openai/... as /v1 takes it
+    if not slash or not name or provider not in PROVIDER_NAMES:
         raise InvalidRequestError(
             f"model: '{model}' is not provider/model (providers: {', '.join(PROVIDER_NAMES)})",
             param="model",
         )
-    return "chatgpt/" + name if provider == "openai" else model
+    return f"{provider}/{name}"
 
 
 async def _choice(request: web.Request, *, required: bool) -> str | None:

@@ -16,11 +16,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from chatproxy.schemas import Message
+from chatproxy.schemas import NAME_CHARS, NAME_MAX, Message
 
 DEFAULT_TIMEOUT = 5.0
 # What a client-chosen conversation id may hold; the stores accept any string.
-CONVERSATION_ID_RE = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
+CONVERSATION_ID_RE = re.compile(f"[{NAME_CHARS}]{{1,{NAME_MAX}}}")
 
 
 def valid_conversation_id(conversation_id: str) -> bool:
