@@ -30,6 +30,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_get("/v1/models", openai.list_models)
     setup_history_routes(app)
+    # Every fixed route goes above this line: what follows catches /{provider}/.
     app.router.add_get("/{provider}/models", meta.provider_models)
     for name in PROVIDER_NAMES:
         handler = chat.chat_handler(name)

@@ -138,6 +138,47 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # The log also goes to this file: rotated by size when LOG_FILE_MAX_BYTES > 0, else
+    # reopened when logrotate moves it away (WatchedFileHandler).
+    log_file: Path | None = None
+    log_file_max_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    log_file_backups: int = Field(5, ge=0)
+
+    # Client keys one per line in a file an orchestrator mounts; re-read on SIGHUP.
+    proxy_api_keys_file: Path | None = None
+
+    # GET /metrics asks for a key when keys are on, unless this says false.
+    metrics_require_key: bool | None = None
+
+    # Limits (chatproxy/limits.py): per key, per minute; empty is off. RATE_LIMIT_STORE
+    # (redis://…) shares the counters between copies; a secret, as its URL may hold one.
+    rate_limit_rpm: int | None = Field(None, ge=1)
+    rate_limit_tpm: int | None = Field(None, ge=1)
+    rate_limit_store: SecretStr | None = None
+    chatgpt_max_concurrency: int | None = Field(None, ge=1)
+    gigachat_max_concurrency: int | None = Field(None, ge=1)
+    ernie_max_concurrency: int | None = Field(None, ge=1)
+    local_max_concurrency: int | None = Field(None, ge=1)
+
+    # Behind a gateway: X-Forwarded-For is believed only from these addresses or networks
+    # (comma-separated); every route is served under ROOT_PATH (e.g. /chatproxy).
+    trusted_proxies: str = ""
+    root_path: str = ""
+    # Browser origins allowed to call the API (comma-separated, or *); empty is none.
+    cors_origins: str = ""
+
+    # Serving processes sharing the port (SO_REUSEPORT); a local model allows only one.
+    workers: int = Field(1, ge=1, le=256)
+
+    # The older servers' routes (chatproxy/compat): the provider a route that names none
+    # uses; empty picks each older server's own.
+    compat_provider: Provider | None = None
+
+    # /v1/embeddings: each provider's embedding model; the local one only when named.
+    openai_embedding_model: str = "text-embedding-3-small"
+    gigachat_embedding_model: str = "Embeddings"
+    ernie_embedding_model: str = "embedding-v1"
+    local_embedding_model: str | None = None
 
     @field_validator("openai_base_url", "gigachat_base_url", mode="after")
     @classmethod
@@ -153,7 +194,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL, e.g. http://proxy:3128")
         return value
 
-    @field_validator("local_model", "history_store", mode="before")
+    @field_validator(
+        "local_model",
+        "history_store",
+        "rate_limit_store",
+        "local_embedding_model",
+        "compat_provider",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -187,10 +235,12 @@ class Settings(BaseSettings):
             self.upstream_proxy,
         ]
         found = [v.get_secret_value() for v in values if v is not None]
-        if self.history_store is not None:
-            # The URL is a secret only when it holds one (a password, or one that may be
+        for store in (self.history_store, self.rate_limit_store):
+            if store is None:
+                continue
+            # A store URL is a secret only when it holds one (a password, or one that may be
             # hidden in a form yarl cannot parse); sqlite:///./chatproxy.db shows as it is.
-            url = self.history_store.get_secret_value()
+            url = store.get_secret_value()
             passwords = store_passwords(url)
             if passwords or "@" in url:
                 found += [url, *passwords]
