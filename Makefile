@@ -14,7 +14,7 @@ export POETRY_NO_INTERACTION := 1
 TORCH_VERSION ?= 2.13.0
 MODEL ?= qwen
 
-.PHONY: install install-local install-test-local run run-local test lint check-all load bench clean
+.PHONY: install install-local install-test-local run run-local test lint check-all load bench clean demo-cluster
 
 $(POETRY):
 	python3 -m venv $(TOOLS)
@@ -45,6 +45,11 @@ run: install .env
 
 run-local: install .env
 	$(PYTHON) -m chatproxy --local-model $(MODEL)
+
+# nginx (deploy/nginx.conf) in front of two copies sharing PostgreSQL history, answered by
+# a fake upstream, all on loopback; prints where to point a browser; Ctrl-C stops it all.
+demo-cluster: install
+	$(PYTHON) -m deploy.demo_cluster
 
 lint: install install-test-local
 	$(VENV)/bin/ruff check chatproxy tests bench

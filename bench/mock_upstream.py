@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
+import struct
 
 from aiohttp import web
 
@@ -54,6 +56,26 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def embedding(vector: object) -> bytes:
+    """One input's vector as text-embedding-3-small answers it: 1536 dimensions."""
+    item = {"object": "embedding", "index": 0, "embedding": vector}
+    usage = {"prompt_tokens": 8, "total_tokens": 8}
+    body = {"object": "list", "data": [item], "model": "text-embedding-3-small", "usage": usage}
+    return json.dumps(body).encode()
+
+
+FLOATS = [0.0123456789] * 1536
+EMBEDDING = {
+    "float": embedding(FLOATS),
+    "base64": embedding(base64.b64encode(struct.pack("<1536f", *FLOATS)).decode()),
+}
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    encoding = (await request.json()).get("encoding_format", "float")
+    return web.Response(body=EMBEDDING[encoding], content_type="application/json")
+
+
 async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini"}]})
 
@@ -68,6 +90,7 @@ def main() -> None:
     app["chunks"], app["gap"] = args.chunks, args.gap
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/embeddings", embeddings)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 

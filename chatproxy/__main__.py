@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--local-model",
+        "--model",  # the flag one older server took (seeds/004)
+        dest="local_model",
         metavar="PATH_OR_ID",
         help=f"serve a local model; presets: {', '.join(LOCAL_MODEL_PRESETS)}",
     )
     parser.add_argument("--device", help="local model device: auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="serving processes sharing the port (WORKERS)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="{chat}")
     chat = commands.add_parser("chat", help="talk to a running chatproxy from the terminal")
     chat.add_argument("--url", default="http://127.0.0.1:8080", help="where chatproxy runs")
-    chat.add_argument("--provider", default="chatgpt", help="chatgpt, gigachat, ernie or local")
+    chat.add_argument(
+        "--provider",
+        help="chatgpt (default), gigachat, ernie or local; with --conversation, its own",
+    )
     chat.add_argument("--model", help="model name (default: the provider's)")
-    chat.add_argument("--api-key", help="one of PROXY_API_KEYS, when the proxy wants one")
+    chat.add_argument(
+        "--api-key",
+        default=os.environ.get("CHATPROXY_API_KEY"),
+        help="one of PROXY_API_KEYS, when the proxy wants one (default: $CHATPROXY_API_KEY)",
+    )
+    chat.add_argument(
+        "--conversation", metavar="ID", help="resume this conversation the server keeps"
+    )
     return parser
 
 
@@ -51,6 +68,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
             "local_model": args.local_model,
             "local_device": args.device,
             "log_level": args.log_level,
+            "workers": args.workers,
         }.items()
         if value is not None
     }
@@ -84,7 +102,12 @@ async def settle_gc(app: object) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def serve(settings: Settings) -> None:
+def serve(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     from chatproxy import server
     from chatproxy.app import create_app
     from chatproxy.logs import setup_logging
@@ -97,22 +120,29 @@ def serve(settings: Settings) -> None:
 
     def announce() -> None:
         log.info("listening on http://%s:%d", settings.host, settings.port)
+        if on_listening is not None:
+            on_listening()
 
-    server.serve(app, settings, loop=new_loop(), announce=announce)
+    server.serve(app, settings, loop=new_loop(), announce=announce, reuse_port=reuse_port)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "chat":
-        from chatproxy.repl import run
+        from chatproxy.terminal import ChatOptions
+        from chatproxy.terminal import main as chat
 
-        asyncio.run(run(args.url, args.provider, args.model, args.api_key))
-        return
+        options = ChatOptions(args.url, args.provider, args.model, args.api_key, args.conversation)
+        sys.exit(chat(options))
     try:
         settings = load_settings(args)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         sys.exit(f"chatproxy: invalid configuration: {problems}")
+    if settings.workers > 1:
+        from chatproxy.workers import supervise
+
+        sys.exit(supervise(settings))
     serve(settings)
 
 

@@ -7,6 +7,8 @@ from aiohttp import web
 from chatproxy.config import Settings
 from chatproxy.drain import Drain
 from chatproxy.history.layer import HistoryLayer
+from chatproxy.keyring import KeyRing
+from chatproxy.limits import Limits
 from chatproxy.providers import Providers
 from chatproxy.redact import Redactor
 
@@ -18,3 +20,9 @@ STARTED = web.AppKey("started", float)
 HISTORY = web.AppKey("history", HistoryLayer)
 # Only there when chatproxy.server serves the app (not in tests that build it directly).
 DRAIN = web.AppKey("drain", Drain)
+# The client keys accepted now (PROXY_API_KEYS and PROXY_API_KEYS_FILE); SIGHUP reloads it.
+API_KEYS = web.AppKey("api_keys", KeyRing)
+# Only there when a limit is set (RATE_LIMIT_RPM/TPM, <PROVIDER>_MAX_CONCURRENCY).
+LIMITS = web.AppKey("limits", Limits)
+# ROOT_PATH as served: "" or "/prefix" without a trailing slash.
+ROOT_PATH = web.AppKey("root_path", str)

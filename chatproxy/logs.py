@@ -8,12 +8,16 @@ import sys
 import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler, WatchedFileHandler
+from pathlib import Path
 from typing import TextIO
 
 from chatproxy.redact import Redactor
 
 REQUEST_ID_HEADER = "X-Request-ID"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# The client's address behind TRUSTED_PROXIES (chatproxy.gateway), for the access line.
+forwarded_client_var: ContextVar[str | None] = ContextVar("forwarded_client", default=None)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -155,12 +159,22 @@ class AccessLog:
         logger = self.logger
         if logger.disabled or not logger.isEnabledFor(logging.INFO):
             return
+        if not path.isprintable():
+            # The client's path (`%0A` decodes to a newline) must not forge a line of its own
+            # in the text format, nor send a terminal escape to whoever tails the log.
+            path = path.encode("unicode_escape").decode("ascii")
+        client = forwarded_client_var.get()
         handler = sole_line_handler(logger)
         if handler is None:
-            logger.info("%s %s %d %.1fms", method, path, status, elapsed_ms)
+            if client is None:
+                logger.info("%s %s %d %.1fms", method, path, status, elapsed_ms)
+            else:
+                logger.info("%s %s %d %.1fms client=%s", method, path, status, elapsed_ms, client)
             return
         formatter: RedactingFormatter = handler.formatter  # type: ignore[assignment]
         message = f"{method} {path} {status} {elapsed_ms:.1f}ms"
+        if client is not None:
+            message = f"{message} client={client}"
         try:
             line = formatter.line(time.time(), "INFO", logger.name, request_id_var.get(), message)
             handler.write_line(line)
@@ -186,4 +200,31 @@ def setup_logging(
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None  # no caller lookup: the formats name the logger, not the line
+    return handler
+
+
+class StampRequestId(logging.Filter):
+    """What LineHandler.emit does for the console, for handlers of the standard library."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+def add_log_file(
+    path: Path, *, max_bytes: int, backups: int, fmt: str, redactor: Redactor
+) -> logging.Handler:
+    """LOG_FILE: the console's lines, scrubbed the same way, also in a file, rotated at
+    `max_bytes` keeping `backups` old files; with `max_bytes` 0 logrotate moves it away and
+    the file is reopened at the next line (WatchedFileHandler). OSError if it cannot open."""
+    handler: logging.FileHandler
+    if max_bytes > 0:
+        handler = RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+    else:
+        handler = WatchedFileHandler(path, encoding="utf-8")
+    handler.addFilter(StampRequestId())
+    handler.setFormatter(JsonFormatter(redactor) if fmt == "json" else RedactingFormatter(redactor))
+    logging.getLogger().addHandler(handler)
     return handler

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -12,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from random import getrandbits
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from chatproxy.drain import shutting_down
 from chatproxy.errors import (
@@ -21,8 +21,12 @@ from chatproxy.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from chatproxy.keys import DRAIN, REDACTOR, SETTINGS
+from chatproxy.gateway import path_under
+from chatproxy.keyring import KeyRing
+from chatproxy.keys import DRAIN, REDACTOR, ROOT_PATH, SETTINGS
 from chatproxy.logs import REQUEST_ID_HEADER, AccessLog, request_id_var
+from chatproxy.metrics.exchange import SERVER_TIMING, server_timing
+from chatproxy.metrics.web import observe_request
 from chatproxy.redact import scrubbed
 from chatproxy.schemas import ErrorResponse
 
@@ -34,10 +38,14 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CLIENT_CLOSED_REQUEST = 499
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/redoc", "/openapi.json", "/"})
 PUBLIC_PREFIXES = ("/static/", "/docs/")
+# Public too when METRICS_REQUIRE_KEY=false.
+METRICS_PATH = "/metrics"
 
 
 def is_openai_route(request: web.Request) -> bool:
-    return request.path.startswith("/v1/") or request.path == "/v1"
+    root = request.app[ROOT_PATH]
+    path = path_under(root, request.path) if root else request.path
+    return path is not None and (path.startswith("/v1/") or path == "/v1")
 
 
 def error_body(exc: ChatProxyError, request: web.Request) -> bytes:
@@ -141,31 +149,41 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         # A stream is prepared by `relay`, which set the id itself before its first byte.
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
+            response.headers[SERVER_TIMING] = server_timing(started)
         elif request.transport is None or request.transport.is_closing():
             status = CLIENT_CLOSED_REQUEST  # its client left before the stream's end
         return response
     finally:
         access_log(request.method, request.path, status, (time.perf_counter() - started) * 1000)
+        observe_request(request, status, started)
         request_id_var.reset(token)
 
 
-def _is_public(request: web.Request) -> bool:
-    path = request.path
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+def _needs_key(path: str, public: frozenset[str], root_path: str) -> bool:
+    if root_path:
+        inner = path_under(root_path, path)
+        if inner is None:  # outside ROOT_PATH: the bare /health and /ready, or a 404
+            return False
+        path = inner
+    return path not in public and not path.startswith(PUBLIC_PREFIXES)
 
 
-@web.middleware
-async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With PROXY_API_KEYS set, everything but the public routes needs a Bearer key."""
-    keys = request.app[SETTINGS].api_keys
-    if keys and not _is_public(request):
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        presented = presented.strip()
-        valid = scheme.lower() == "bearer" and any(
-            hmac.compare_digest(presented.encode(), key.encode()) for key in keys
-        )
-        if not valid:
-            raise AuthenticationError(
-                "missing or invalid API key: send 'Authorization: Bearer <key>'"
-            )
-    return await handler(request)
+def api_key_check(
+    ring: KeyRing, *, root_path: str = "", metrics_public: bool = False
+) -> Middleware:
+    """With client keys (PROXY_API_KEYS, PROXY_API_KEYS_FILE), everything but the public
+    routes needs a Bearer key. Reads `ring` on each request, so a reload takes effect at
+    once, and a key file that starts empty can turn auth on later."""
+    public = PUBLIC_PATHS | {METRICS_PATH} if metrics_public else PUBLIC_PATHS
+
+    @web.middleware
+    async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if ring and _needs_key(request.path, public, root_path):
+            scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not ring.accepts(presented.strip()):
+                raise AuthenticationError(
+                    "missing or invalid API key: send 'Authorization: Bearer <key>'"
+                )
+        return await handler(request)
+
+    return require_api_key

@@ -17,7 +17,9 @@ from aiohttp import web
 from chatproxy.clients.base import ChatClient, Completion, CompletionRequest, Delta
 from chatproxy.errors import InvalidRequestError
 from chatproxy.history.layer import Recorder
-from chatproxy.keys import HISTORY, PROVIDERS, SETTINGS
+from chatproxy.keys import HISTORY, LIMITS, PROVIDERS, SETTINGS
+from chatproxy.limits import Quota
+from chatproxy.metrics.exchange import upstream_call
 from chatproxy.openai_schemas import OpenAIMessage
 from chatproxy.prompt import apply_system_prompt
 from chatproxy.providers import InFlight
@@ -48,7 +50,7 @@ class ChatCall:
 class Turn:
     """A prepared call: the request that goes upstream, and its answer as it comes back."""
 
-    __slots__ = ("client", "in_flight", "recorder", "request")
+    __slots__ = ("client", "in_flight", "quota", "recorder", "request")
 
     def __init__(
         self,
@@ -56,15 +58,20 @@ class Turn:
         request: CompletionRequest,
         in_flight: InFlight,
         recorder: Recorder | None,
+        quota: Quota | None = None,
     ) -> None:
         self.client = client
         self.request = request
         self.in_flight = in_flight
         self.recorder = recorder
+        self.quota = quota  # the client's request and token budgets (chatproxy.limits)
 
     async def complete(self) -> Completion:
-        with self.in_flight:
+        with self.in_flight, upstream_call(self.client.name, self.request.model) as call:
             completion = await self.client.complete(self.request)
+            call.usage = completion.usage
+        if self.quota is not None:
+            await self.quota.spend(completion.usage.total_tokens)
         if self.recorder is not None:
             await self.recorder.reply(
                 completion.content, completion.model, clear=completion.clear_history
@@ -74,14 +81,18 @@ class Turn:
     def stream(self) -> AsyncGenerator[Delta, None]:
         """The reply's deltas; with history, the turn is recorded once the last one came,
         before the stream's final event, so a store that fails still ends it with an error."""
+        deltas = self._counted(self.client.stream(self.request))
+        if self.quota is not None and self.quota.counts_tokens:
+            deltas = self.quota.metered(deltas)
         if self.recorder is None:
-            return self._counted(self.client.stream(self.request))
-        return self._recorded(self._counted(self.client.stream(self.request)), self.recorder)
+            return deltas
+        return self._recorded(deltas, self.recorder)
 
     async def _counted(self, deltas: AsyncGenerator[Delta, None]) -> AsyncGenerator[Delta, None]:
-        with self.in_flight:
+        with self.in_flight, upstream_call(self.client.name, self.request.model) as call:
             try:
                 async for delta in deltas:
+                    call.arrived(delta)
                     yield delta
             finally:
                 await deltas.aclose()
@@ -114,6 +125,8 @@ async def open_turn(app: web.Application, call: ChatCall) -> Turn:
     """Pick the client, recall the conversation, apply the operator's prompt."""
     providers, settings = app[PROVIDERS], app[SETTINGS]
     client = providers.get(call.provider)
+    limits = app.get(LIMITS)
+    quota = await limits.admit() if limits is not None else None  # 429 past a budget
     past: list[Message] = []
     model = call.model
     recorder = None
@@ -153,4 +166,6 @@ async def open_turn(app: web.Application, call: ChatCall) -> Turn:
         request_id=call.request_id,
         added_before=added,
     )
-    return Turn(client, request, providers.track(call.provider), recorder)
+    if limits is None:
+        return Turn(client, request, providers.track(call.provider), recorder)
+    return Turn(client, request, limits.track(providers, call.provider), recorder, quota)

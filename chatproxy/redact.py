@@ -29,6 +29,8 @@ _TRIGGERS = (
     "client_id",
 )
 MAX_RUNTIME_SECRETS = 64
+# As Settings.secrets(): a shorter value would mask ordinary words in every line.
+MIN_SECRET_LENGTH = 4
 
 
 def may_hold_credentials(text: str) -> bool:
@@ -52,6 +54,14 @@ class Redactor:
         """A secret learnt at start-up that stays valid for the process's life."""
         if secret and secret not in self._static:
             self._static = (*self._static, secret)
+
+    def learn(self, secrets: Iterable[str]) -> None:
+        """Secrets learnt while serving that stay secret for good: client keys a reload of
+        PROXY_API_KEYS_FILE brought (a key removed from the file stays masked too). One
+        tuple swapped in at once: a line formatted meanwhile sees the old set or the new."""
+        new = [s for s in secrets if len(s) >= MIN_SECRET_LENGTH and s not in self._static]
+        if new:
+            self._static = (*self._static, *sorted(set(new)))
 
     def add(self, secret: str) -> None:
         if secret and secret not in self._runtime:

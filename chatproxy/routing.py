@@ -9,7 +9,7 @@ import pydantic_core
 
 from chatproxy.clients.base import Capabilities
 from chatproxy.config import PROVIDER_NAMES
-from chatproxy.errors import ChatProxyError, InvalidRequestError
+from chatproxy.errors import ChatProxyError, InvalidRequestError, NotFoundError
 from chatproxy.openai_schemas import ContentPart, OpenAIChatRequest, OpenAIMessage
 from chatproxy.providers import Providers
 from chatproxy.schemas import Message
@@ -18,8 +18,26 @@ log = logging.getLogger(__name__)
 ALIASES = {"openai": "chatgpt"}
 
 
+class ModelNotFoundError(NotFoundError):
+    """OpenAI's `model_not_found`, which its SDKs and LangChain recognise."""
+
+    type = "model_not_found"
+
+
+def model_not_found(name: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"The model '{name}' does not exist: name it as provider/model, "
+        f"the provider one of {', '.join(PROVIDER_NAMES)} (or openai/...)",
+        param="model",
+    )
+
+
 async def route_model(name: str, providers: Providers, default: str) -> tuple[str, str | None]:
-    """`provider/model` by prefix; a bare name to the provider that lists it, else `default`."""
+    """`provider/model` by prefix; a bare name to the provider that lists it, else `default`.
+
+    A name with a slash but no provider before it (`nope/x`) is a 404, not a call to the
+    default provider, unless a provider lists it whole (`meta-llama/Llama-3-8B` on vLLM).
+    """
     prefix, slash, rest = name.partition("/")
     provider = ALIASES.get(prefix, prefix)
     if slash and provider in PROVIDER_NAMES:
@@ -35,6 +53,8 @@ async def route_model(name: str, providers: Providers, default: str) -> tuple[st
             continue
         if name in listed:
             return candidate, name
+    if slash:
+        raise model_not_found(name)
     return default, name
 
 

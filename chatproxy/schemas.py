@@ -31,7 +31,9 @@ class SamplingFields(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
-    stream: bool = False
+    stream: bool = Field(
+        False, description="Answer as Server-Sent Events (the `text/event-stream` answer)."
+    )
 
 
 class ChatRequest(SamplingFields):
@@ -39,10 +41,18 @@ class ChatRequest(SamplingFields):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: Name | None = None
-    messages: list[Message] = Field(min_length=1)
+    model: Name | None = Field(None, description="The provider's model; its default if absent.")
+    messages: list[Message] = Field(
+        min_length=1,
+        description="The conversation so far, oldest first.",
+        examples=[[{"role": "user", "content": "Hello!"}]],
+    )
     stop: list[str] | str | None = None
-    conversation_id: Name | None = None
+    conversation_id: Name | None = Field(
+        None,
+        description="With the history layer on (HISTORY_STORE), the server keeps the "
+        "conversation under this id: send only the new messages.",
+    )
 
 
 @dataclass(slots=True)
@@ -73,10 +83,12 @@ class ChatResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    type: str
-    param: str | None = None
-    request_id: str | None = None
+    """Every error of the native routes (`/v1` answers OpenAI's envelope instead)."""
+
+    error: str = Field(description="What went wrong, as a sentence.")
+    type: str = Field(description="A stable kind to branch on.", examples=["not_found"])
+    param: str | None = Field(None, description="The request field at fault, dotted.")
+    request_id: str | None = Field(None, description="As the X-Request-ID header says.")
 
 
 class ModelCard(BaseModel):

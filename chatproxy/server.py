@@ -25,9 +25,12 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.web_protocol import RequestHandler
 
+from chatproxy.access import reload_api_keys
 from chatproxy.config import Settings
 from chatproxy.drain import Drain
-from chatproxy.keys import DRAIN, PROVIDERS
+from chatproxy.keys import DRAIN, PROVIDERS, REDACTOR
+from chatproxy.logs import add_log_file
+from chatproxy.redact import Redactor
 from chatproxy.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -220,6 +223,22 @@ def raise_fd_limit(max_connections: int) -> None:
         )
 
 
+def open_log_file(settings: Settings, redactor: Redactor) -> logging.Handler | None:
+    """LOG_FILE, opened by the process that serves (each of --workers' processes too)."""
+    if settings.log_file is None:
+        return None
+    try:
+        return add_log_file(
+            settings.log_file,
+            max_bytes=settings.log_file_max_bytes,
+            backups=settings.log_file_backups,
+            fmt=settings.log_format,
+            redactor=redactor,
+        )
+    except OSError as exc:
+        raise SystemExit(f"chatproxy: LOG_FILE {settings.log_file}: {exc.strerror}") from None
+
+
 async def wait_for_requests(server: ChatServer, seconds: float, hurry: asyncio.Event) -> None:
     """Until no request is in flight, `seconds` pass, or a second signal comes."""
     loop = asyncio.get_running_loop()
@@ -231,8 +250,16 @@ async def wait_for_requests(server: ChatServer, seconds: float, hurry: asyncio.E
         await asyncio.sleep(min(DRAIN_POLL, left))
 
 
-async def run(app: web.Application, settings: Settings, announce: Callable[[], None]) -> None:
-    """Serve `app` until SIGTERM or SIGINT, then drain and clean up (see the module doc)."""
+async def run(
+    app: web.Application,
+    settings: Settings,
+    announce: Callable[[], None],
+    *,
+    reuse_port: bool = False,
+) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then drain and clean up (see the module doc).
+
+    `reuse_port`: bind with SO_REUSEPORT, so `--workers` processes share the port."""
     raise_fd_limit(settings.max_connections)
     drain = app[DRAIN] = Drain()
     runner = ChatRunner(app, settings)
@@ -252,8 +279,10 @@ async def run(app: web.Application, settings: Settings, announce: Callable[[], N
     timeout = settings.shutdown_timeout
     for signum in SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    # Re-read PROXY_API_KEYS_FILE; requests in flight go on (the key check is at their start).
+    loop.add_signal_handler(signal.SIGHUP, reload_api_keys, app)
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
         announce()
         await stopping.wait()
         server = runner.server
@@ -261,8 +290,9 @@ async def run(app: web.Application, settings: Settings, announce: Callable[[], N
         await wait_for_requests(server, timeout, hurry)
         await drain.expire(server.request_tasks())
     finally:
-        for signum in SIGNALS:
+        for signum in (*SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # removing it restored "terminate"
         await runner.cleanup()  # closes the listener, connections, then upstream sessions
 
 
@@ -272,10 +302,15 @@ def serve(
     *,
     loop: asyncio.AbstractEventLoop,
     announce: Callable[[], None],
+    reuse_port: bool = False,
 ) -> None:
     """Run `app` on `loop` until a signal's drain ends; the loop is closed after."""
+    log_file = open_log_file(settings, app[REDACTOR])
+    # Until `run` handles it, SIGHUP (a key rotation's reload) would end the process by
+    # default, while it opens its stores or loads a model: it is ignored meanwhile.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     asyncio.set_event_loop(loop)
-    main = loop.create_task(run(app, settings, announce))
+    main = loop.create_task(run(app, settings, announce, reuse_port=reuse_port))
     try:
         loop.run_until_complete(main)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
@@ -287,3 +322,6 @@ def serve(
         loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        if log_file is not None:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()

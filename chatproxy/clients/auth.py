@@ -52,6 +52,8 @@ class TokenCache:
         self._token: Token | None = None
         self._refresh: asyncio.Task[Token] | None = None
         self.fetches = 0
+        # Told of each fetch: True when it replaces a held token (metrics set it at start-up).
+        self.on_fetch: Callable[[bool], None] | None = None
 
     async def get(self) -> str:
         token, now = self._token, self._clock()
@@ -90,6 +92,8 @@ class TokenCache:
 
     async def _do_refresh(self) -> Token:
         self.fetches += 1
+        if self.on_fetch is not None:
+            self.on_fetch(self._token is not None)
         try:
             value, expires_at = await self._fetch()
         except (UpstreamAuthError, UpstreamBadRequestError) as exc:

@@ -147,6 +147,8 @@ class Upstream:
         self.timeouts = timeouts
         self.redact = redactor
         self.proxies = proxies or ProxyRules(environment={})
+        # Told of each retry, with the error that caused it (metrics set it at start-up).
+        self.on_retry: Callable[[UpstreamError], None] | None = None
         self._client_timeout = aiohttp.ClientTimeout(
             total=None, connect=timeouts.connect, sock_connect=timeouts.connect
         )
@@ -332,6 +334,8 @@ class Upstream:
             if spent or too_late or (error.retry_after or 0) > MAX_RETRY_AFTER:
                 raise error
             tries += 1
+            if self.on_retry is not None:
+                self.on_retry(error)
             log.warning(
                 "%s: %s; retry %d of %d in %.2fs",
                 self.provider,

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from chatproxy import __version__
+from chatproxy.compat import pure_model_api
 from chatproxy.errors import ChatProxyError
 from chatproxy.handlers.common import json_response
 from chatproxy.keys import HISTORY, PROVIDERS, REDACTOR, STARTED
@@ -46,6 +47,8 @@ async def status(request: web.Request) -> web.Response:
             "shutting_down": providers.shutting_down,
             "providers": providers.status(),
             "history": _history_status(request.app),
+            # The older Qwen/Llama server's /status fields, so its clients read it unchanged.
+            **await pure_model_api.status_fields(request),
         }
     )
     # URLs and provider states are operator configuration: scrubbed as log lines are.

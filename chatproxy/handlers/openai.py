@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions` and `GET /v1/models`, in OpenAI's own formats."""
+"""`POST /v1/chat/completions`, `GET /v1/models` and `GET /v1/models/{id}`, in OpenAI's
+own formats."""
 
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ from chatproxy.logs import request_id_var
 from chatproxy.openai_schemas import OpenAIChatRequest, OpenAIMessage
 from chatproxy.pipeline import ChatCall, open_turn
 from chatproxy.routing import (
+    ALIASES,
     check_supported,
+    model_not_found,
     passthrough_fields,
     plain_message,
     route_model,
     takes_openai_messages,
     text_turns,
 )
-from chatproxy.schemas import ModelList
+from chatproxy.schemas import ModelCard, ModelList
 
 DONE = b"data: [DONE]\n\n"
 
@@ -100,12 +103,31 @@ class OpenAIFramer:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
-    settings, providers = app[SETTINGS], app[PROVIDERS]
+    settings = app[SETTINGS]
     body = await parse_body(request, OpenAIChatRequest, settings.max_body_bytes)
     check_message_count(body.messages, settings.max_messages)
     conversation_id = conversation_id_of(request, body.conversation_id)
     owner = client_owner(request) if conversation_id else ""
     model_name = body.model or await stored_model(app, conversation_id, owner)
+    call = await build_call(app, body, model_name, conversation_id, owner)
+    turn = await open_turn(app, call)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        framer = OpenAIFramer(model_name, include_usage, conversation_id)
+        return await relay(request, turn.stream(), framer)
+    completion = await turn.complete()
+    return completion_response(completion, model_name, conversation_id)
+
+
+async def build_call(
+    app: web.Application,
+    body: OpenAIChatRequest,
+    model_name: str,
+    conversation_id: str | None,
+    owner: str,
+) -> ChatCall:
+    """The pipeline's call for an OpenAI chat request (the Responses API builds one too)."""
+    settings, providers = app[SETTINGS], app[PROVIDERS]
     provider, model = await route_model(model_name, providers, settings.default_provider)
     capabilities = providers.get(provider).capabilities
     check_supported(body, provider, capabilities)
@@ -117,7 +139,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     else:
         openai_messages = None
         messages = [plain_message(m, i) for i, m in enumerate(body.messages)]
-    call = ChatCall(
+    return ChatCall(
         provider=provider,
         messages=messages,
         model=model,
@@ -131,13 +153,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         owner=owner,
         request_id=request_id_var.get(),
     )
-    turn = await open_turn(app, call)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        framer = OpenAIFramer(model_name, include_usage, conversation_id)
-        return await relay(request, turn.stream(), framer)
-    completion = await turn.complete()
-    return completion_response(completion, model_name, conversation_id)
 
 
 async def stored_model(app: web.Application, conversation_id: str | None, owner: str) -> str:
@@ -189,3 +204,21 @@ def completion_response(
 
 async def list_models(request: web.Request) -> web.Response:
     return json_response(ModelList(data=await model_cards(request.app[PROVIDERS])))
+
+
+def find_card(cards: list[ModelCard], wanted: str) -> ModelCard | None:
+    """`provider/model` (or `openai/model`) by its id; a bare name by the model it names."""
+    prefix, slash, rest = wanted.partition("/")
+    if slash:
+        full = f"{ALIASES.get(prefix, prefix)}/{rest}"
+        return next((card for card in cards if card.id in (wanted, full)), None)
+    return next((card for card in cards if card.model == wanted), None)
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{id}`: the id may hold slashes, as the SDK sends them (`%2F`) or not."""
+    wanted = request.match_info["model"]
+    card = find_card(await model_cards(request.app[PROVIDERS]), wanted)
+    if card is None:
+        raise model_not_found(wanted)
+    return json_response(card)

@@ -16,6 +16,7 @@ from chatproxy.drain import shutting_down
 from chatproxy.errors import ChatProxyError
 from chatproxy.keys import DRAIN, REDACTOR
 from chatproxy.logs import REQUEST_ID_HEADER, request_id_var
+from chatproxy.metrics.web import stream_in_flight, stream_timing_header
 from chatproxy.redact import scrubbed
 from chatproxy.schemas import Usage
 
@@ -88,7 +89,9 @@ async def relay(
     # The middleware sets the id on responses it sees before they are sent; a stream is sent
     # from here, so it carries its own.
     response.headers[REQUEST_ID_HEADER] = request_id_var.get()
+    stream_timing_header(response)
     await response.prepare(request)
+    in_flight = stream_in_flight(request)
     result = StreamResult()
     try:
         try:
@@ -122,4 +125,6 @@ async def relay(
         # The client left, and a write to its socket failed before aiohttp noticed: the
         # answer has no one to go to. aiohttp drops the connection; the access line says 499.
         log.debug("client left mid-stream")
+    finally:
+        in_flight.dec()
     return response

@@ -145,3 +145,19 @@ class HistoryStore(abc.ABC):
     @abc.abstractmethod
     async def set_model(self, conversation_id: str, owner: str, model: str | None) -> bool:
         """Set (or, with None, unset) the conversation's default provider/model."""
+
+    async def fork(self, source_id: str, target_id: str, owner: str, limit: int) -> bool:
+        """Create `target_id` for `owner` holding a copy of the last `limit` turns of
+        `source_id` (and its model): a new branch, which later appends to either leave the
+        other alone. False, writing nothing, when `source_id` is not `owner`'s or
+        `target_id` exists. Built on the other methods; a store may do it in one step."""
+        check_limit(limit)
+        turns = await self.recent_turns(source_id, owner, limit)
+        info = await self.info(source_id, owner)
+        if turns is None or info is None:
+            return False
+        if not await self.create(target_id, owner, info.model):
+            return False
+        for turn in turns:
+            await self.append_turn(target_id, owner, turn)
+        return True

@@ -297,3 +297,27 @@ async def test_two_instances_append_concurrently(shared: Backend) -> None:
     )
     assert_paired(await one.messages(cid, "alice") or [], 40)
     assert await one.messages(cid, "alice") == await two.messages(cid, "alice")
+
+
+async def test_fork_copies_the_last_turns_into_a_new_branch(store: HistoryStore) -> None:
+    source, target, other = new_id(), new_id(), new_id()
+    assert await store.create(source, "alice", "chatgpt/gpt-4o")
+    for i in range(3):
+        await store.append_turn(source, "alice", pair(i))
+    assert await store.fork(source, target, "alice", 2)
+    assert await store.recent_turns(target, "alice", 10) == [pair(1), pair(2)]
+    info = await store.info(target, "alice")
+    assert info is not None and info.model == "chatgpt/gpt-4o"
+    await store.append_turn(target, "alice", pair(7))
+    assert await store.recent_turns(source, "alice", 10) == [pair(0), pair(1), pair(2)]
+    assert not await store.fork(source, target, "alice", 2), "the target exists"
+    assert not await store.fork(source, other, "bob", 2), "not bob's to copy"
+    assert await store.info(other, "bob") is None
+    assert not await store.fork(new_id(), other, "alice", 2)
+
+
+async def test_fork_of_an_empty_conversation(store: HistoryStore) -> None:
+    source, target = new_id(), new_id()
+    assert await store.create(source, "")
+    assert await store.fork(source, target, "", 5)
+    assert await store.recent_turns(target, "", 5) == []

@@ -1,0 +1,1 @@
+"""Deployment recipes (nginx, systemd, Procfile) and make demo-cluster."""
