@@ -40,9 +40,12 @@ def configured_keys(settings: Settings) -> frozenset[str]:
 
 
 def load_api_keys(settings: Settings, redactor: Redactor) -> KeyRing:
-    """The keys at start: a key file that cannot be read stops the start (KeyFileError),
-    rather than serving without the keys it was meant to hold."""
-    keys = configured_keys(settings)
+    """The keys at start: a key file that cannot be read stops the start (one line, as
+    every configuration error), rather than serving without the keys it was meant to hold."""
+    try:
+        keys = configured_keys(settings)
+    except KeyFileError as exc:
+        raise SystemExit(f"chatproxy: PROXY_API_KEYS_FILE: {exc}") from None
     redactor.learn(keys)
     from_file = settings.proxy_api_keys_file is not None
     if from_file and not keys:

@@ -16,8 +16,8 @@ from chatproxy.gateway import (
     forwarded_for,
     mount_under,
     normalized_root,
-    parse_networks,
     to_root_page,
+    trusted_networks,
 )
 from chatproxy.handlers import chat, docs, meta, openai
 from chatproxy.handlers.history import setup_history_routes
@@ -69,7 +69,7 @@ def gateway_middlewares(
     Outermost first: the forwarded client's address before anything reads it; CORS
     preflights before the key check (a preflight carries no key); budgets per checked key."""
     chain: list[Middleware] = []
-    trusted = parse_networks(settings.trusted_proxies)
+    trusted = trusted_networks(settings.trusted_proxies)
     if trusted:
         chain.append(forwarded_for(TrustedProxies(trusted)))
     chain.append(request_context)

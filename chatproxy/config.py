@@ -144,7 +144,8 @@ class Settings(BaseSettings):
     log_file_max_bytes: int = Field(10 * 1024 * 1024, ge=0)
     log_file_backups: int = Field(5, ge=0)
 
-    # Client keys one per line in a file an orchestrator mounts; re-read on SIGHUP.
+    # Client keys one per line in a file an orchestrator mounts; re-read on SIGHUP. A file
+    # with no keys accepts none: set, it keeps the API closed even when empty.
     proxy_api_keys_file: Path | None = None
 
     # GET /metrics asks for a key when keys are on, unless this says false.

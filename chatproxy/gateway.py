@@ -72,6 +72,14 @@ def parse_networks(spec: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def trusted_networks(spec: str) -> tuple[Network, ...]:
+    """TRUSTED_PROXIES at start: a wrong entry stops the start with one line, no traceback."""
+    try:
+        return parse_networks(spec)
+    except ValueError as exc:
+        raise SystemExit(f"chatproxy: {exc}") from None
+
+
 def parse_address(text: str) -> Address | None:
     """An address as X-Forwarded-For hops write it: `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`."""
     text = text.strip()

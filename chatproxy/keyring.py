@@ -61,7 +61,8 @@ class KeyRing:
         return self.required or bool(self.keys)
 
     def accepts(self, presented: str) -> bool:
-        encoded = presented.encode()
+        # Header bytes that are not UTF-8 arrive as surrogates: compared as the bytes sent.
+        encoded = presented.encode("utf-8", "surrogateescape")
         # compare_digest for every key, without stopping at a match: no timing hint either.
         found = False
         for key in self.keys:

@@ -168,8 +168,12 @@ class Limits:
         if not (settings.rate_limit_rpm or settings.rate_limit_tpm or caps):
             return None
         store = settings.rate_limit_store
+        try:
+            storage = open_storage(store.get_secret_value() if store is not None else None)
+        except ValueError as exc:  # a configuration error: one line, no traceback
+            raise SystemExit(f"chatproxy: {exc}") from None
         return cls(
-            storage=open_storage(store.get_secret_value() if store is not None else None),
+            storage=storage,
             requests_per_minute=settings.rate_limit_rpm,
             tokens_per_minute=settings.rate_limit_tpm,
             caps=caps,

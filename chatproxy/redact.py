@@ -42,18 +42,24 @@ def may_hold_credentials(text: str) -> bool:
     return False
 
 
+def _longest_first(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Masked in this order, a secret that holds another (keys `team-a`, `team-a-admin`) is
+    masked whole, before the shorter could cut it into `***-admin`."""
+    return tuple(sorted(set(secrets), key=lambda secret: (-len(secret), secret)))
+
+
 class Redactor:
     """Masks known secret values and anything shaped like a credential."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._static = tuple(s for s in secrets if s)
+        self._static = _longest_first(s for s in secrets if s)
         # Tokens fetched at run time (OAuth access tokens); old ones expire, so keep a few.
         self._runtime: deque[str] = deque(maxlen=MAX_RUNTIME_SECRETS)
 
     def keep(self, secret: str) -> None:
         """A secret learnt at start-up that stays valid for the process's life."""
         if secret and secret not in self._static:
-            self._static = (*self._static, secret)
+            self._static = _longest_first((*self._static, secret))
 
     def learn(self, secrets: Iterable[str]) -> None:
         """Secrets learnt while serving that stay secret for good: client keys a reload of
@@ -61,7 +67,7 @@ class Redactor:
         tuple swapped in at once: a line formatted meanwhile sees the old set or the new."""
         new = [s for s in secrets if len(s) >= MIN_SECRET_LENGTH and s not in self._static]
         if new:
-            self._static = (*self._static, *sorted(set(new)))
+            self._static = _longest_first((*self._static, *new))
 
     def add(self, secret: str) -> None:
         if secret and secret not in self._runtime:

@@ -42,9 +42,19 @@ async def route_model(name: str, providers: Providers, default: str) -> tuple[st
     provider = ALIASES.get(prefix, prefix)
     if slash and provider in PROVIDER_NAMES:
         return provider, rest or None
+    serving = await provider_serving(name, providers)
+    if serving is not None:
+        return serving, name
+    if slash:
+        raise model_not_found(name)
+    return default, name
+
+
+async def provider_serving(name: str, providers: Providers) -> str | None:
+    """The provider whose default model `name` is, or that lists it; None if none does."""
     for candidate, client in providers.clients.items():
         if client.default_model == name:
-            return candidate, name
+            return candidate
     for candidate, client in providers.clients.items():
         try:
             listed = await providers.models_cache.get(client)
@@ -52,10 +62,8 @@ async def route_model(name: str, providers: Providers, default: str) -> tuple[st
             log.debug("cannot list %s models while routing %r: %s", candidate, name, exc.message)
             continue
         if name in listed:
-            return candidate, name
-    if slash:
-        raise model_not_found(name)
-    return default, name
+            return candidate
+    return None
 
 
 def plain_message(message: OpenAIMessage, index: int) -> Message:

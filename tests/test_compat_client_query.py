@@ -175,3 +175,29 @@ async def test_compat_provider_picks_the_default(proxy: Proxy, fake_openai: Fake
     }
     await query(client, "hi")
     assert fake_openai.requests[-1]["model"] == "gpt-4o"
+
+
+async def test_any_client_name_is_its_own_conversation_and_a_bad_one_a_400(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """A client_name no conversation id can hold (spaces, emoji, 1024 characters) is kept
+    by its hash, apart from every other; a wrong type or an oversize name is a 400."""
+    fake_openai.default = echo
+    client = await proxy(history_store="memory://")
+    names = ["a b", "a_b", "a/b?c", "🙂", "x" * 1024, "x" * 1023]
+    for name in names:
+        await query(client, f"from {name[:8]}", name=name)
+    for name in names:
+        history = await ok_json(await client.get("/history", params={"client_name": name}))
+        assert [m["content"] for m in history] == [f"from {name[:8]}", f"re: from {name[:8]}"]
+    for body in (
+        {"input": "x", "client_name": "x" * 1025},
+        {"input": "x", "client_name": 7},
+        {"input": "x", "client_name": ""},
+        {"input": ["x"], "client_name": "a"},
+    ):
+        refused = await client.post("/query", json=body)
+        assert refused.status == 400, body
+        assert isinstance((await refused.json())["error"], str)
+    too_long = await client.get("/model", params={"client_name": "x" * 1025})
+    assert too_long.status == 400

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.conftest import Client, Proxy
@@ -100,3 +101,37 @@ async def test_compat_provider_sends_it_elsewhere(proxy: Proxy, fake_openai: Fak
     await post_chat(client, "再见", headers=cookie(OLDER_SESSION))
     contents = [m["content"] for m in fake_openai.requests[-1]["messages"]]
     assert contents[1:] == ["你好", "Hello!", "再见"]
+
+
+async def test_a_cookie_that_is_not_utf8_is_a_session_like_any_other(
+    ernie_proxy: Proxy, fake_ernie: FakeErnie
+) -> None:
+    """Cookie bytes are the client's: undecodable ones (kept by aiohttp as surrogates) name
+    a session of their own, with no 500 on the way."""
+    client = await ernie_proxy(history_store="memory://")
+    body = b'{"user_input": "\xe4\xbd\xa0\xe5\xa5\xbd"}'
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(
+            b"POST /chat HTTP/1.1\r\nHost: chatproxy\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Cookie: sessionid=\xff\xfe\r\n\r\n%s" % (len(body), body)
+        )
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert [m["role"] for m in fake_ernie.chats[-1]["messages"]] == ["user", "assistant", "user"]
+
+
+async def test_under_a_root_path_the_session_cookie_stays_under_it(
+    ernie_proxy: Proxy, fake_ernie: FakeErnie
+) -> None:
+    """Behind a gateway that serves other services on the same host, the session id goes
+    to chatproxy's paths alone."""
+    client = await ernie_proxy(history_store="memory://", root_path="/chatproxy")
+    resp = await client.post("/chatproxy/chat", json={"user_input": "你好"})
+    assert resp.status == 200, await resp.text()
+    assert resp.cookies[COOKIE]["path"] == "/chatproxy/"
+    plain = await post_chat(await ernie_proxy(history_store="memory://"), "你好")
+    assert plain.cookies[COOKIE]["path"] == "/"

@@ -198,3 +198,18 @@ async def test_a_post_chat_of_no_older_shape_says_which_fields(local_proxy: Loca
     assert (await client.post("/chat", data="[1]", headers=JSON)).status == 400
     resp = await client.get("/chat")
     assert resp.status == 405, "a fixed route now, no longer an unknown provider"
+
+
+async def test_ids_are_64_bit_integers_and_anything_else_a_400(local_proxy: LocalProxy) -> None:
+    client, _ = await local_proxy()
+    for number in (2**63 - 1, -(2**63), 0):
+        answer = await post_chat(client, {"prompt": "edge", "conversation_id": number})
+        assert answer["conversation_id"] == number
+        log = await client.get("/log", params={"conversation_id": str(number)})
+        assert log.status == 200 and (await log.json())["log"][0] == "あなた: edge"
+    for bad in (2**63, -(2**63) - 1, 10**30, 1.5, [1], {"id": 1}):
+        resp = await client.post("/chat", json={"prompt": "x", "conversation_id": bad})
+        assert resp.status == 400, bad
+        assert (await resp.json())["param"] == "conversation_id"
+    resp = await client.get("/log", params={"conversation_id": str(10**30)})
+    assert resp.status == 400

@@ -11,7 +11,9 @@ envelope (a 502 for a broken answer), within the timeout, with no secret in it, 
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,16 +121,13 @@ def hostile_body(kind: str, count: int) -> bytes:
 
 
 def embedding_body(inputs: list[Any], encoding: str) -> bytes:
+    """A good answer, in the format asked for (base64: little-endian float32)."""
     data = []
     for i, _ in enumerate(inputs):
-        data.append({"object": "embedding", "index": i, "embedding": good_vector(i)})
-    if encoding == "base64":
-        import base64
-        import struct
-
-        for item in data:
-            vector = item["embedding"]
-            item["embedding"] = base64.b64encode(struct.pack(f"<{SIZE}f", *vector)).decode()
+        vector: Any = good_vector(i)
+        if encoding == "base64":
+            vector = base64.b64encode(struct.pack(f"<{SIZE}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vector})
     usage = {"prompt_tokens": 4, "total_tokens": 4}
     return json.dumps({"object": "list", "data": data, "model": "m", "usage": usage}).encode()
 

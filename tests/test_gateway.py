@@ -4,12 +4,14 @@ under ROOT_PATH, CORS preflights and answers with the credentials rule."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import pytest
 
+from chatproxy.app import create_app
 from chatproxy.gateway import TrustedProxies, normalized_root, parse_networks, path_under
-from tests.conftest import Client, Proxy
+from tests.conftest import Client, Proxy, make_settings
 
 HELLO = {"messages": [{"role": "user", "content": "hi"}]}
 V1_HELLO = {"model": "chatgpt/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -147,6 +149,30 @@ async def test_preflight_from_another_origin_is_refused(proxy: Proxy) -> None:
     assert "Access-Control-Allow-Origin" not in answer.headers
 
 
+@pytest.mark.parametrize(
+    "origin",
+    [
+        f"{PAGE}.evil.example",  # the listed host as a prefix of another
+        "https://evil-chat.example.com",
+        "http://chat.example.com",  # another scheme is another origin
+        "https://chat.example.com:8443",
+        "null",  # sandboxed frames and file:// pages
+    ],
+)
+async def test_look_alike_origins_are_neither_preflighted_nor_echoed(
+    proxy: Proxy, origin: str
+) -> None:
+    client = await proxy(cors_origins=PAGE, proxy_api_keys="k-123")
+    pre = await client.options("/v1/chat/completions", headers=preflight_headers(origin))
+    assert pre.status == 400
+    answer = await client.get(
+        "/status", headers={"Origin": origin, "Authorization": "Bearer k-123"}
+    )
+    assert answer.status == 200
+    assert "Access-Control-Allow-Origin" not in answer.headers
+    assert "Access-Control-Allow-Credentials" not in answer.headers
+
+
 async def test_answers_carry_cors_headers_for_allowed_origins_only(proxy: Proxy) -> None:
     client = await proxy(cors_origins=PAGE, proxy_api_keys="k-123", rate_limit_rpm=10)
     key = {"Authorization": "Bearer k-123"}
@@ -194,3 +220,22 @@ async def test_without_cors_origins_no_cors_headers(proxy: Proxy) -> None:
     assert "Access-Control-Allow-Origin" not in answer.headers
     pre = await client.options("/chatgpt/", headers=preflight_headers())
     assert "Access-Control-Allow-Origin" not in pre.headers
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"trusted_proxies": "gateway.local"}, "chatproxy: TRUSTED_PROXIES: 'gateway.local'"),
+        (
+            {"rate_limit_rpm": 5, "rate_limit_store": "memcached://cache:11211"},
+            "chatproxy: RATE_LIMIT_STORE must be a redis://",
+        ),
+    ],
+    ids=["trusted-proxies", "rate-limit-store"],
+)
+def test_a_wrong_setting_stops_the_start_with_one_line(
+    setting: dict[str, Any], message: str
+) -> None:
+    """As every configuration error: the operator reads one line, not a traceback."""
+    with pytest.raises(SystemExit, match=f"^{re.escape(message)}"):
+        create_app(make_settings(**setting))

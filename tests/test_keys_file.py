@@ -17,6 +17,7 @@ from chatproxy.access import reload_api_keys
 from chatproxy.app import create_app
 from chatproxy.keyring import KeyFileError, key_id, read_key_file
 from chatproxy.keys import REDACTOR
+from chatproxy.redact import Redactor
 from tests.conftest import AiohttpServer, Client, Proxy, make_settings
 from tests.fakes.openai_server import FakeOpenAI, completion_body
 from tests.test_server_process import free_port, start_server, stop_after, wait_ready
@@ -125,7 +126,7 @@ def test_a_key_file_written_with_a_byte_order_mark_is_read(tmp_path: Path) -> No
 
 def test_an_unreadable_file_at_start_stops_the_start(tmp_path: Path) -> None:
     settings = make_settings(proxy_api_keys_file=tmp_path / "missing")
-    with pytest.raises(KeyFileError, match="missing"):
+    with pytest.raises(SystemExit, match=r"^chatproxy: PROXY_API_KEYS_FILE: cannot read .*missing"):
         create_app(settings)
 
 
@@ -234,3 +235,15 @@ async def test_sighup_while_starting_up_does_not_end_the_process(
         await asyncio.get_running_loop().run_in_executor(None, proc.wait, 10)
         store.close()
         await store.wait_closed()
+
+
+def test_a_key_inside_another_is_masked_whole() -> None:
+    """Keys of one family (`team-a`, `team-a-admin`): the longer is masked as a whole, not
+    cut by the shorter into `***-admin`, which would show the rest of it."""
+    short, long = "team-a-key", "team-a-key-admin"
+    for redactor in (Redactor([short, long]), Redactor([])):
+        redactor.learn([short, long])
+        assert redactor(f"saw {long} and {short}") == "saw *** and ***"
+    started = Redactor([short])
+    started.learn([long])
+    assert started(long) == "***"

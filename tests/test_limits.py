@@ -12,7 +12,8 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 
-from tests.conftest import AiohttpClient, Client, Proxy, openai_settings, serve
+from tests.conftest import AiohttpClient, AiohttpServer, Client, Proxy, openai_settings, serve
+from tests.fakes.embeddings import EmbeddingOpenAI
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, chunk, completion_body, stream
 from tests.history_stores import REDIS
 
@@ -281,3 +282,15 @@ async def test_a_client_that_leaves_a_stream_is_still_charged_its_tokens(
             break
         await asyncio.sleep(0.02)
     assert_refused(await native(client))
+
+
+async def test_embeddings_spend_the_same_budgets(
+    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient
+) -> None:
+    """Every route that costs an upstream call is budgeted, not only the chat ones."""
+    fake = EmbeddingOpenAI()
+    fake.base_url = str((await aiohttp_server(fake.app())).make_url("/v1"))
+    client = await serve(aiohttp_client, openai_settings(fake, rate_limit_rpm=1))
+    body = {"model": "chatgpt/text-embedding-3-small", "input": "hello"}
+    assert (await client.post("/v1/embeddings", json=body)).status == 200
+    assert_refused(await client.post("/v1/embeddings", json=body))

@@ -3,9 +3,13 @@ address in them relative (the app may be mounted under ROOT_PATH)."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
+import playwright
 import pytest
 from yarl import URL
 
@@ -142,3 +146,36 @@ def test_model_output_is_never_parsed_as_html() -> None:
     script = (STATIC_DIR / "page.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script, sink
+
+
+NODE = Path(playwright.__file__).resolve().parent / "driver" / "node"
+
+
+@pytest.mark.parametrize("hostile", ["*a ", "x _a "], ids=["stars", "underscores"])
+def test_inline_marks_take_linear_time_on_a_hostile_reply(hostile: str) -> None:
+    """The page re-renders a streaming reply on each frame: a mark that never closes must
+    not make each render scan the rest of the text again from every opening (quadratic:
+    seconds a frame for a 200 kB reply of `*a *a *a`)."""
+    script = (STATIC_DIR / "page.js").read_text()
+    inline = re.search(r"const INLINE = (/.+/g);", script)
+    assert inline is not None
+    program = (
+        f"const INLINE = {inline.group(1)};\n"
+        f"const text = {json.dumps(hostile)}.repeat(70000);\n"
+        "const started = Date.now();\n"
+        "INLINE.lastIndex = 0;\n"
+        "while (INLINE.exec(text)) {}\n"
+        "process.stdout.write(String(Date.now() - started));\n"
+    )
+    done = subprocess.run(
+        [str(NODE), "-e", program], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert int(done.stdout) < 1000, f"{done.stdout} ms for one render of the reply's text"
+    # What the marks are for still works.
+    check = f"const INLINE = {inline.group(1)};\n" + (
+        "const found = [...'a *it* and **bold** and _un_ `c*d*`'.matchAll(INLINE)]"
+        ".map((m) => m[0]);\n"
+        "process.stdout.write(JSON.stringify(found));\n"
+    )
+    done = subprocess.run([str(NODE), "-e", check], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == ["*it*", "**bold**", "_un_", "`c*d*`"]

@@ -10,6 +10,7 @@ import io
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
 from chatproxy.__main__ import build_parser
-from chatproxy.terminal.api import ServerApi, ServerError
+from chatproxy.terminal.api import ServerApi, ServerError, sse_lines
 from chatproxy.terminal.reader import history_path, open_history
 from chatproxy.terminal.session import ChatSession, inert
 from tests.conftest import AiohttpServer, Client, Proxy
@@ -278,3 +279,36 @@ async def test_a_stream_that_is_not_chatproxys_is_an_error_not_a_crash(
         with pytest.raises(ServerError, match="not a JSON object"):
             await session.handle("hi")
     assert inert("a\r\nb\x1b") == "a\nb^["
+
+
+async def test_stream_lines_are_whole_however_the_bytes_are_cut() -> None:
+    """Lines split anywhere (a character's bytes too) come out whole, \\r\\n or \\n."""
+    text = 'event: delta\r\ndata: {"content": "привет"}\n\nevent: done\ndata: {}'
+    encoded = text.encode()
+
+    class Pieces:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        async def iter_any(self) -> AsyncIterator[bytes]:
+            for start in range(0, len(encoded), self.size):
+                yield encoded[start : start + self.size]
+
+    for size in (1, 2, 3, 7, len(encoded)):
+        lines = [line async for line in sse_lines(cast(aiohttp.StreamReader, Pieces(size)))]
+        assert lines == text.replace("\r\n", "\n").split("\n"), size
+
+
+def test_the_typed_lines_file_is_private(tmp_path: Path) -> None:
+    """What one types to a model is nobody else's: the file is the user's alone (0600, as
+    shells keep their history), also when it was made before with a looser mode."""
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "state" / "chatproxy" / "chat_history"
+        open_history(path)
+        assert path.stat().st_mode & 0o777 == 0o600
+        path.chmod(0o644)
+        open_history(path)
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_umask)

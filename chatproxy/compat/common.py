@@ -71,7 +71,9 @@ def conversation_id(prefix: str, name: str) -> str:
     candidate = f"{prefix}:{name}"
     if valid_conversation_id(candidate):
         return candidate
-    return f"{prefix}-sha256:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
+    # surrogateescape: a cookie's undecodable bytes reach here as surrogates (aiohttp's).
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"{prefix}-sha256:{digest}"
 
 
 async def ask(

@@ -20,6 +20,7 @@ from chatproxy.compat.common import (
     provider_for,
     validated,
 )
+from chatproxy.keys import ROOT_PATH
 
 OWN_PROVIDER = "ernie"
 PREFIX = "session"
@@ -50,5 +51,7 @@ async def chat(request: web.Request, data: dict[str, Any]) -> web.Response:
     completion = await ask(request, provider, conversation_id(PREFIX, session), body.user_input)
     response = answer({"response": completion.content})
     if fresh:
-        response.set_cookie(COOKIE, session, path="/", httponly=True, samesite="Lax")
+        # Under ROOT_PATH, only chatproxy's paths: the gateway's host may serve others.
+        path = f"{request.app[ROOT_PATH]}/"
+        response.set_cookie(COOKIE, session, path=path, httponly=True, samesite="Lax")
     return response

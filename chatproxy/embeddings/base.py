@@ -110,7 +110,9 @@ async def embed_all(embedder: Embedder, inputs: Sequence[Input], ask: Ask) -> Em
             try:
                 done = await embedder.embed(batch, ask)
             except UpstreamBadRequestError as exc:
-                exc.param = exc.param or "input"
+                # A 404 is the upstream not knowing the model (OpenAI's model_not_found);
+                # any other refusal is of the inputs.
+                exc.param = exc.param or ("model" if exc.upstream_status == 404 else "input")
                 raise
         if len(done.vectors) != len(batch):
             raise UpstreamResponseError(
@@ -119,7 +121,13 @@ async def embed_all(embedder: Embedder, inputs: Sequence[Input], ask: Ask) -> Em
             )
         return done
 
-    results = await asyncio.gather(*(one(batch) for batch in batches))
+    tasks = [asyncio.ensure_future(one(batch)) for batch in batches]
+    try:
+        results = await asyncio.gather(*tasks)
+    finally:
+        # One batch failed (or the client left): the answer is lost, so are the others'.
+        for task in tasks:
+            task.cancel()
     vectors = [vector for result in results for vector in result.vectors]
     # Batches answered alike, and as long as asked: a mix is no use to the client.
     check_sizes(vectors, embedder.provider, ask.dimensions)

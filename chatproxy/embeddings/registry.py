@@ -19,7 +19,8 @@ from chatproxy.embeddings.openai import OpenAIEmbedder
 from chatproxy.errors import ServiceUnavailableError
 from chatproxy.keys import PROVIDERS, SETTINGS
 from chatproxy.local.embeddings import LocalEmbeddingModel
-from chatproxy.routing import ALIASES, model_not_found
+from chatproxy.providers import Providers
+from chatproxy.routing import ALIASES, model_not_found, provider_serving
 
 log = logging.getLogger(__name__)
 LOCAL_EMBEDDINGS = web.AppKey("local_embeddings", LocalEmbeddingModel)
@@ -35,9 +36,12 @@ def embedding_models(settings: Settings) -> dict[str, str | None]:
     }
 
 
-def route_embedding_model(name: str, settings: Settings) -> tuple[str, str]:
+async def route_embedding_model(
+    name: str, settings: Settings, providers: Providers
+) -> tuple[str, str]:
     """`provider/model` (`provider/` alone: its configured model); a bare name that is a
-    provider's configured model goes there, any other to DEFAULT_PROVIDER."""
+    provider's configured model goes there; a name a provider lists whole (vLLM's
+    `org/model`) to that provider; any other bare name to DEFAULT_PROVIDER."""
     configured = embedding_models(settings)
     for provider, model in configured.items():
         if model is not None and name == model:
@@ -50,7 +54,10 @@ def route_embedding_model(name: str, settings: Settings) -> tuple[str, str]:
             raise model_not_found(name)  # the local provider embeds with one model only
         return provider, model
     if slash:
-        raise model_not_found(name)
+        serving = await provider_serving(name, providers)
+        if serving is None or serving == "local":
+            raise model_not_found(name)
+        return serving, name
     return settings.default_provider, name
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import sys
 from array import array
 
@@ -14,7 +15,7 @@ from chatproxy.embeddings.base import Ask, Encoding, Input, Vector, embed_all
 from chatproxy.embeddings.registry import embedder_for, route_embedding_model
 from chatproxy.errors import InvalidRequestError, UpstreamResponseError
 from chatproxy.handlers.common import parse_body
-from chatproxy.keys import SETTINGS
+from chatproxy.keys import LIMITS, PROVIDERS, SETTINGS
 from chatproxy.logs import request_id_var
 from chatproxy.openai_schemas import EmbeddingRequest
 
@@ -41,6 +42,9 @@ def as_inputs(value: str | list[str] | list[int] | list[list[int]]) -> list[Inpu
 def base64_floats(vector: list[float]) -> str:
     """OpenAI's `base64`: the vector as little-endian float32 bytes."""
     packed = array("f", vector)
+    # A finite double beyond float32's range packs as an infinity; no model makes one.
+    if not math.isfinite(sum(packed)):
+        raise UpstreamResponseError("the upstream sent an embedding beyond float32's range")
     if sys.byteorder != "little":
         packed.byteswap()
     return base64.b64encode(packed.tobytes()).decode("ascii")
@@ -67,10 +71,19 @@ async def create_embeddings(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     body = await parse_body(request, EmbeddingRequest, settings.max_body_bytes)
     inputs = as_inputs(body.input)
-    provider, model = route_embedding_model(body.model, settings)
+    provider, model = await route_embedding_model(body.model, settings, request.app[PROVIDERS])
     embedder = embedder_for(request.app, provider)
     ask = Ask(model, body.dimensions, body.encoding_format, request_id_var.get())
-    embedded = await embed_all(embedder, inputs, ask)
+    # The same budgets and concurrency caps as a chat turn (chatproxy.limits).
+    limits = request.app.get(LIMITS)
+    if limits is None:
+        embedded = await embed_all(embedder, inputs, ask)
+    else:
+        quota = await limits.admit()
+        with limits.track(request.app[PROVIDERS], provider):
+            embedded = await embed_all(embedder, inputs, ask)
+        if quota is not None:
+            await quota.spend(embedded.prompt_tokens)
     answer = {
         "object": "list",
         "data": [

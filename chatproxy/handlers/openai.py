@@ -14,6 +14,7 @@ from aiohttp import web
 
 from chatproxy.access import client_owner
 from chatproxy.clients.base import Completion, Delta
+from chatproxy.config import PROVIDER_NAMES
 from chatproxy.errors import ChatProxyError, InvalidRequestError, NotFoundError
 from chatproxy.handlers.chat import stop_list
 from chatproxy.handlers.common import (
@@ -207,11 +208,13 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 def find_card(cards: list[ModelCard], wanted: str) -> ModelCard | None:
-    """`provider/model` (or `openai/model`) by its id; a bare name by the model it names."""
+    """`provider/model` (or `openai/model`) by its id; any other name by the model it names,
+    as chat routes it (a bare name, or vLLM's `org/model` that a provider serves whole)."""
     prefix, slash, rest = wanted.partition("/")
-    if slash:
-        full = f"{ALIASES.get(prefix, prefix)}/{rest}"
-        return next((card for card in cards if card.id in (wanted, full)), None)
+    provider = ALIASES.get(prefix, prefix)
+    if slash and provider in PROVIDER_NAMES:
+        ids = (wanted, f"{provider}/{rest}")
+        return next((card for card in cards if card.id in ids), None)
     return next((card for card in cards if card.model == wanted), None)
 
 

@@ -23,6 +23,7 @@ from chatproxy.responses.objects import ResponseHead, new_id, output_items
 from chatproxy.responses.schemas import InputItem, ResponsesRequest
 from chatproxy.responses.state import (
     delete_stored,
+    forget,
     load_calls,
     plan,
     save_calls,
@@ -119,33 +120,55 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             exc.param = "text.format"
             exc.message = exc.message.replace("response_format", "text.format")
         raise
-    where = await plan(
-        app,
-        owner,
-        response_id,
-        body.previous_response_id,
-        body.store,
-        store_asked="store" in body.model_fields_set,
-    )
-    turn = await open_turn(app, with_past(call, where.past))
-    add_instructions(turn, body.instructions)
-    head = ResponseHead(response_id, body.model, body, stored=where.conversation_id is not None)
-    if body.stream:
-        framer = ResponsesFramer(head)
-        deltas = turn.stream()
-        if head.stored:
-            deltas = saving_calls(deltas, framer, app, owner)
-        return await relay(request, deltas, framer)
-    completion = await turn.complete()
-    if head.stored and completion.tool_calls:
-        await save_calls(app, owner, response_id, completion.tool_calls)
+    try:
+        where = await plan(
+            app,
+            owner,
+            response_id,
+            body.previous_response_id,
+            body.store,
+            store_asked="store" in body.model_fields_set,
+        )
+        head = ResponseHead(response_id, body.model, body, stored=kept)
+        turn = await open_turn(app, with_past(call, where.past))
+        add_instructions(turn, body.instructions)
+        if body.stream:
+            framer = ResponsesFramer(head)
+            deltas = turn.stream()
+            if head.stored:
+                deltas = forgotten_unless_finished(
+                    saving_calls(deltas, framer, app, owner), app, owner, response_id
+                )
+            return await relay(request, deltas, framer)
+        completion = await turn.complete()
+        if head.stored and completion.tool_calls:
+            await save_calls(app, owner, response_id, completion.tool_calls)
+        output = output_items(response_id, completion.content, completion.tool_calls)
+    except BaseException:
+        # Made (or forked, maybe halfway) before the call: a failed response keeps nothing.
+        if kept:
+            await forget(app, owner, response_id)
+        raise
     answer = head.object(
-        "completed",
-        output_items(response_id, completion.content, completion.tool_calls),
-        completion.usage,
-        finish_reason=completion.finish_reason,
+        "completed", output, completion.usage, finish_reason=completion.finish_reason
     )
     return web.Response(body=pydantic_core.to_json(answer), content_type="application/json")
+
+
+async def forgotten_unless_finished(
+    deltas: AsyncGenerator[Delta, None], app: web.Application, owner: str, response_id: str
+) -> AsyncGenerator[Delta, None]:
+    """The stream; if it fails after its first byte, or its client leaves, the response is
+    forgotten (relay reports the failure in an event, so it never reaches the handler)."""
+    finished = False
+    try:
+        async for delta in deltas:
+            yield delta
+        finished = True
+    finally:
+        if not finished:
+            await deltas.aclose()
+            await forget(app, owner, response_id)
 
 
 async def get_response(request: web.Request) -> web.Response:

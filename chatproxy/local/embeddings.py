@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from chatproxy.errors import InvalidRequestError, ServiceUnavailableError
+from chatproxy.errors import ChatProxyError, InvalidRequestError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 Vectors = tuple[list[list[float]], int]  # the vectors, and the tokens they took
@@ -32,6 +32,18 @@ class _Loaded:
     tokenizer: Any
     device: str
     max_tokens: int
+
+
+def _failure(result: asyncio.Future[Any]) -> Exception | None:
+    """Why a forward pass gave no vectors, as an error a client may see: a pass cancelled
+    by shutdown or failed inside torch is a 503, never a hang or a 500."""
+    if result.cancelled():
+        return ServiceUnavailableError("the local embedding model is shutting down")
+    error = result.exception()
+    if error is None or isinstance(error, ChatProxyError):
+        return error
+    log.error("local embedding pass failed", exc_info=error)
+    return ServiceUnavailableError(f"the local embedding model failed: {type(error).__name__}")
 
 
 class LocalEmbeddingModel:
@@ -110,8 +122,9 @@ class LocalEmbeddingModel:
             start = part.stop
             if ask.future.done():
                 continue
-            if result.exception() is not None:
-                ask.future.set_exception(result.exception())  # type: ignore[arg-type]
+            failure = _failure(result)
+            if failure is not None:
+                ask.future.set_exception(failure)
                 continue
             rows = result.result()[part]
             too_long = [tokens for vector, tokens in rows if not vector]
@@ -146,10 +159,12 @@ class LocalEmbeddingModel:
             loaded.device
         )
         with torch.inference_mode():
-            hidden = loaded.model(**batch).last_hidden_state
+            # Summed in float32: float16 overflows past 65504 (an infinity, which JSON cannot
+            # carry) and bfloat16's 8-bit mantissa loses most of a long input's mean.
+            hidden = loaded.model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        for i, vector in zip(fits, pooled.float().cpu().tolist(), strict=True):
+        for i, vector in zip(fits, pooled.cpu().tolist(), strict=True):
             out[i] = (vector, lengths[i])
         return out
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -188,9 +189,8 @@ async def forget(app: web.Application, owner: str, response_id: str) -> None:
         return
     store = history.store
     for record in (response_id, calls_id(response_id)):
-        key = scoped(record, owner)
         try:
-            await history.run(lambda key=key: store.delete(key, owner))  # type: ignore[misc]
+            await history.run(partial(store.delete, scoped(record, owner), owner))
         except Exception:
             log.warning("could not remove failed response %s from the history store", response_id)
             return

@@ -139,7 +139,9 @@
   const HEADING = /^(#{1,6})\s+(.*?)\s*#*\s*$/;
   const QUOTE = /^\s*>\s?(.*)$/;
   // `code`, **bold**, __bold__, *italic*, _italic_: the first that matches at each point wins.
-  const INLINE = /(`+)([\s\S]+?)\1|\*\*([\s\S]+?)\*\*|__([\s\S]+?)__|\*(?=\S)([\s\S]*?\S)\*|\b_(?=\S)([\s\S]*?\S)_\b/g;
+  // An italic never spans its own mark ([^*], [^_]): an opening that never closes then costs
+  // a scan to the next mark, not to the end of the text (quadratic on `*a *a *a ...`).
+  const INLINE = /(`+)([\s\S]+?)\1|\*\*([\s\S]+?)\*\*|__([\s\S]+?)__|\*(?=\S)([^*]*?\S)\*|\b_(?=\S)([^_]*?\S)_\b/g;
 
   function el(tag, className, text) {
     const node = document.createElement(tag);

@@ -130,14 +130,18 @@ async def sse_lines(content: aiohttp.StreamReader) -> AsyncGenerator[str, None]:
     """The stream's lines, however long: a `done` event carries the whole conversation
     kept here, one line that outgrows aiohttp's own line reader (512 KiB) after long
     pastes, where that reader raises instead of reading on."""
-    pending = b""
+    pending: list[bytes] = []  # a line's start, in pieces: joined once, when it ends
     async for chunk in content.iter_any():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.decode(errors="replace").rstrip("\r")
+        *lines, rest = chunk.split(b"\n")
+        if lines:
+            lines[0] = b"".join((*pending, lines[0]))
+            pending.clear()
+            for line in lines:
+                yield line.decode(errors="replace").rstrip("\r")
+        if rest:
+            pending.append(rest)
     if pending:
-        yield pending.decode(errors="replace").rstrip("\r")
+        yield b"".join(pending).decode(errors="replace").rstrip("\r")
 
 
 def event_data(text: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ prompt, so the loop that calls them treats a terminal and a script alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -32,11 +33,13 @@ def open_history(path: Path) -> History:
     """The history file, or one kept in memory when it cannot be written (a read-only
     home, a container without one): recall still works for this run."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8"):
-            pass
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The user's own (0600, as shells keep theirs): the lines are what they asked a model.
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
     except OSError:
         return InMemoryHistory()
+    with contextlib.suppress(OSError):  # made looser before; a filesystem without modes
+        path.chmod(0o600)
     return FileHistory(str(path))
 
 
