@@ -52,7 +52,7 @@ demo-cluster: install
 	$(PYTHON) -m deploy.demo_cluster
 
 lint: install install-test-local
-	$(VENV)/bin/ruff check chatproxy tests bench
+	$(VENV)/bin/ruff check chatproxy tests bench deploy
 	$(VENV)/bin/mypy
 
 test: install install-test-local lint

@@ -182,7 +182,8 @@ def api_key_check(
             scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not ring.accepts(presented.strip()):
                 raise AuthenticationError(
-                    "missing or invalid API key: send 'Authorization: Bearer <key>'"
+                    "missing or invalid API key: send your key in the Authorization header "
+                    "(scheme: Bearer)"
                 )
         return await handler(request)
 

@@ -57,6 +57,17 @@ async def test_no_route_answers_without_a_key(proxy: Proxy, root: str) -> None:
             assert (await answer.read()).startswith(b'{"error"')
 
 
+async def test_the_401_says_how_to_send_a_key_in_words_the_redactor_leaves(
+    proxy: Proxy,
+) -> None:
+    """Error bodies go through the log's redactor, which masks whatever follows "Bearer ":
+    a message naming the header in that form reached clients as "Bearer ***"."""
+    client = await proxy(proxy_api_keys=KEY)
+    body = await (await client.get("/models")).json()
+    assert "Authorization header" in body["error"]
+    assert "***" not in body["error"]
+
+
 async def test_metrics_opens_only_when_told(proxy: Proxy) -> None:
     closed = await proxy(proxy_api_keys=KEY)
     assert (await closed.get("/metrics")).status == 401
