@@ -17,6 +17,7 @@ from aiohttp import web
 
 from chatproxy.embeddings.base import Ask, Embedded, Input, Limits, embed_all, vector_size
 from chatproxy.errors import UpstreamResponseError
+from chatproxy.history.base import StoredMessage, utc_now
 from chatproxy.history.layer import scoped
 from chatproxy.keys import HISTORY
 from tests.conftest import (
@@ -111,15 +112,15 @@ async def test_a_conversation_is_not_a_response(
 async def test_a_corrupt_calls_record_is_no_500(
     aiohttp_client: AiohttpClient, fake_openai: FakeOpenAI
 ) -> None:
-    """The `<id>:calls` record is a conversation the client can write to through chat."""
+    """The `<id>:calls` record is read defensively: one the store holds in another shape
+    (written by an older chatproxy, or by hand) is ignored, not a 500."""
     client = await app_with_history(aiohttp_client, fake_openai)
     fake_openai.queue(tool_call_reply("lookup", '{"q":"x"}'))
     _, first = await post(client, model="gpt-4o", input="hi", tools=[FUNCTION])
-    record = f"{first['id']}:calls"
-    status, _ = await post(
-        client, "/v1/chat/completions", model="gpt-4o", messages=[USER], conversation_id=record
-    )
-    assert status == 200
+    history = client.app[HISTORY]
+    corrupt = [StoredMessage("assistant", "not json [", utc_now())]
+    record = scoped(f"{first['id']}:calls", "")
+    assert await history.store.append_turn(record, "", corrupt)
     status, body = await post(
         client,
         model="gpt-4o",
@@ -127,6 +128,27 @@ async def test_a_corrupt_calls_record_is_no_500(
         input=[{"type": "function_call_output", "call_id": "call_abc123", "output": "42"}],
     )
     assert status != 500, body
+
+
+@pytest.mark.parametrize("suffix", ["", ":calls"])
+@pytest.mark.parametrize("where", ["body", "header"])
+async def test_a_chat_request_cannot_write_into_a_stored_response(
+    aiohttp_client: AiohttpClient, fake_openai: FakeOpenAI, suffix: str, where: str
+) -> None:
+    """Responses live in the conversation store under ids chatproxy makes; a chat request
+    naming one (or its calls record) would append to that response's chain."""
+    client = await app_with_history(aiohttp_client, fake_openai)
+    _, first = await post(client, model="gpt-4o", input="hi")
+    named = f"{first['id']}{suffix}"
+    extra: dict[str, Any] = {"conversation_id": named} if where == "body" else {}
+    headers = {"X-Conversation-ID": named} if where == "header" else {}
+    for path in ("/v1/chat/completions", "/chatgpt/"):
+        resp = await client.post(path, json={"messages": [USER], **extra}, headers=headers)
+        assert resp.status == 400, await resp.text()
+        assert "previous_response_id" in await resp.text()
+    kept = await client.get(f"/v1/responses/{first['id']}")
+    assert kept.status == 200
+    assert len((await kept.json())["output"]) == 1
 
 
 FUNCTION = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from chatproxy.errors import InvalidRequestError, PayloadTooLargeError, RequestTimeoutError
 from chatproxy.history.base import valid_conversation_id
 from chatproxy.keys import SETTINGS
+from chatproxy.responses.objects import RESPONSE_ID
 from chatproxy.schemas import NAME_RULE, describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,7 +73,7 @@ def conversation_id_of(request: web.Request, in_body: str | None) -> str | None:
     `X-Conversation-ID` header (which the openai SDK's `extra_headers` can send)."""
     header = request.headers.get(CONVERSATION_HEADER)
     if header is None:
-        return in_body
+        return _not_a_response(in_body, "conversation_id")
     if not valid_conversation_id(header):
         raise InvalidRequestError(
             f"{CONVERSATION_HEADER}: {NAME_RULE}",
@@ -83,4 +84,16 @@ def conversation_id_of(request: web.Request, in_body: str | None) -> str | None:
             f"conversation_id '{in_body}' and {CONVERSATION_HEADER} '{header}' differ; send one",
             param="conversation_id",
         )
-    return header
+    return _not_a_response(header, CONVERSATION_HEADER)
+
+
+def _not_a_response(conversation_id: str | None, param: str) -> str | None:
+    """Stored responses live in the conversation store under ids chatproxy makes; a chat
+    request naming one (or its `:calls` record) would write into the response's chain."""
+    if conversation_id is not None and RESPONSE_ID.match(conversation_id):
+        raise InvalidRequestError(
+            f"{param}: ids that begin resp_ and 48 hex digits are stored responses; "
+            "continue one with POST /v1/responses and previous_response_id",
+            param=param,
+        )
+    return conversation_id
