@@ -187,6 +187,20 @@ async def test_compat_provider_sends_it_elsewhere(proxy: Proxy, fake_openai: Fak
     assert sent == [SYSTEM, "こんにちは", "Hello!", "もう一度"]
 
 
+async def test_an_unconfigured_own_provider_names_compat_provider(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """A user moving from the Llama server with only an OpenAI key is told the route wants
+    `local`, and that COMPAT_PROVIDER sends it to the provider they have."""
+    client = await proxy(history_store="memory://")
+    resp = await client.post("/chat", json={"prompt": "こんにちは"})
+    assert resp.status == 503
+    message = (await resp.json())["error"]
+    assert "'local'" in message and "LOCAL_MODEL" in message
+    assert "COMPAT_PROVIDER" in message and "chatgpt" in message
+    assert not fake_openai.requests
+
+
 async def test_a_post_chat_of_no_older_shape_says_which_fields(local_proxy: LocalProxy) -> None:
     client, _ = await local_proxy()
     resp = await client.post("/chat", json={"messages": [{"role": "user", "content": "x"}]})

@@ -16,7 +16,7 @@ from chatproxy.errors import InvalidRequestError, ServiceUnavailableError
 from chatproxy.handlers.common import read_body
 from chatproxy.history.base import StoredMessage, valid_conversation_id
 from chatproxy.history.layer import HistoryLayer, scoped
-from chatproxy.keys import HISTORY, SETTINGS
+from chatproxy.keys import HISTORY, PROVIDERS, SETTINGS
 from chatproxy.logs import request_id_var
 from chatproxy.pipeline import ChatCall, open_turn
 from chatproxy.schemas import Message, describe_validation_error
@@ -39,7 +39,20 @@ def history_layer(request: web.Request) -> HistoryLayer:
 
 def provider_for(request: web.Request, own: str) -> str:
     """COMPAT_PROVIDER when the operator set one, else the older server's own provider."""
-    return request.app[SETTINGS].compat_provider or own
+    chosen = request.app[SETTINGS].compat_provider
+    if chosen is not None:
+        return chosen
+    providers = request.app[PROVIDERS]
+    if own not in providers.clients and providers.clients:
+        # A migrating user most often has another provider's credentials than the older
+        # server's own: say which one this route wants, and how to send it elsewhere.
+        reason = providers.missing.get(own, "disabled")
+        raise ServiceUnavailableError(
+            f"{request.method} {request.path} is served by '{own}', as the older server did, "
+            f"and '{own}' is not configured ({reason}); or set COMPAT_PROVIDER to one that "
+            f"is: {', '.join(sorted(providers.clients))}"
+        )
+    return own
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
