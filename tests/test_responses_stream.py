@@ -158,6 +158,8 @@ async def test_streamed_calls_are_kept_for_the_next_request(
     events = await raw_events(client, model="gpt-4o", input="find", tools=tools)
     final = events[-1]["response"]
     call = final["output"][0]
+    shown = await (await client.get(f"/v1/responses/{final['id']}")).json()
+    assert shown["output"] == final["output"], "GET shows the call, item id and all"
     await raw_events(
         client,
         model="gpt-4o",

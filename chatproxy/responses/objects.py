@@ -48,6 +48,12 @@ def message_item(item_id: str, text: str | None, status: str = "completed") -> d
     }
 
 
+def function_call_id(call_id: str) -> str:
+    """A function call's item id, made from its call id: the same in the answer, its
+    events and a later GET, which has only the call id kept."""
+    return f"fc_{call_id}"
+
+
 def function_call_item(
     item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
 ) -> dict[str, Any]:
@@ -72,7 +78,8 @@ def output_items(
     for call in tool_calls or []:
         name, arguments = function_fields(call.get("function"))
         call_id = text_field(call.get("id"), "tool call id") or new_id("call")
-        items.append(function_call_item(new_id("fc"), call_id, name or "", arguments or ""))
+        item_id = function_call_id(call_id)
+        items.append(function_call_item(item_id, call_id, name or "", arguments or ""))
     return items
 
 

@@ -25,7 +25,11 @@ from chatproxy.errors import InvalidRequestError, NotFoundError
 from chatproxy.history.base import StoredMessage, utc_now
 from chatproxy.history.layer import HistoryLayer, scoped
 from chatproxy.keys import HISTORY
-from chatproxy.responses.objects import ResponseHead, is_response_id, message_id, message_item
+from chatproxy.responses.objects import (
+    ResponseHead,
+    is_response_id,
+    output_items,
+)
 from chatproxy.schemas import Message
 
 log = logging.getLogger(__name__)
@@ -107,8 +111,7 @@ def calls_id(response_id: str) -> str:
 
 
 async def stored_response(app: web.Application, owner: str, response_id: str) -> dict[str, Any]:
-    """A stored response as GET returns it: its reply's text (its function calls are kept
-    for the next request, not shown here)."""
+    """A stored response as GET returns it: its reply's text and function calls."""
     history = _layer(app, response_id)
     store, key = history.store, scoped(checked_id(response_id), owner)
     messages = await history.run(lambda: store.messages(key, owner))
@@ -120,9 +123,10 @@ async def stored_response(app: web.Application, owner: str, response_id: str) ->
         raise response_not_found(response_id)
     head = ResponseHead(response_id, last.model or info.model or "", stored=True)
     head.created_at = info.created_at.timestamp()
-    output = []
-    if last.role == "assistant":
-        output.append(message_item(message_id(response_id), last.content))
+    calls = await load_calls(app, owner, response_id)
+    text = last.content if last.role == "assistant" else ""
+    has_reply = last.role == "assistant" or bool(calls)
+    output = output_items(response_id, text, calls) if has_reply else []
     return head.object("completed", output)
 
 

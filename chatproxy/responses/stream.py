@@ -18,6 +18,7 @@ from chatproxy.errors import ChatProxyError, UpstreamResponseError
 from chatproxy.handlers.streaming import StreamResult
 from chatproxy.responses.objects import (
     ResponseHead,
+    function_call_id,
     function_call_item,
     function_fields,
     message_id,
@@ -114,7 +115,8 @@ class ResponsesFramer:
         call = self.calls.get(index)
         out = b""
         if call is None:
-            call = _Call(self.next_index, new_id("fc"), call_id or new_id("call"), name or "")
+            call_id = call_id or new_id("call")
+            call = _Call(self.next_index, function_call_id(call_id), call_id, name or "")
             self.next_index += 1
             self.calls[index] = call
             item = function_call_item(call.item_id, call.call_id, call.name, "", "in_progress")
