@@ -141,6 +141,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             if exc.status < 400:  # a redirect: aiohttp sends it as it is
                 status = exc.status
                 exc.headers[REQUEST_ID_HEADER] = request_id
+                exc.headers[SERVER_TIMING] = server_timing(started)
                 raise
             response = _render(exc, request)
         except Exception as exc:
@@ -178,7 +179,9 @@ def api_key_check(
 
     @web.middleware
     async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if ring and _needs_key(request.path, public, root_path):
+        # The path as the router matches it (%2F kept): decoded, `/static%2F..%2Fx/` would
+        # look public while the router hands it to the keyed `/{provider}/`.
+        if ring and _needs_key(request.rel_url.path_safe, public, root_path):
             scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not ring.accepts(presented.strip()):
                 raise AuthenticationError(

@@ -10,7 +10,7 @@ reaches the parent alone, which forwards it once (a second signal would cut the 
 
 With more than one child, /metrics must add up every process's counters: each child gets
 PROMETHEUS_MULTIPROC_DIR, a fresh directory that the parent removes at exit (one the
-operator set is used as it is and left in place).
+operator set is kept, less the live gauges of processes that died unseen).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
+from pathlib import Path
 from types import FrameType
 
 from chatproxy.config import Settings
@@ -88,10 +89,24 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def child_main(settings: Settings, index: int, ready: Connection) -> None:
+def still_parented(parent: int) -> bool:
+    """Whether `parent` is still this process's parent. Checked after PR_SET_PDEATHSIG,
+    which fires only for a parent dying later: one that died while this child started
+    left it to init already."""
+    return os.getppid() == parent
+
+
+def child_main(settings: Settings, index: int, ready: Connection, parent: int) -> None:
     """One worker: the ordinary server, on the shared port; says so through `ready`."""
+    # Born with SIGHUP blocked (`Supervisor.start`): ignored from here until the server
+    # handles it as a reload, so a reload forwarded while this child starts cannot end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     os.setpgid(0, 0)  # the terminal's Ctrl-C goes to the parent, which forwards it once
     _die_with_parent()
+    if not still_parented(parent):
+        log.error("worker %d: the supervisor (pid %d) is gone; not starting", index, parent)
+        return
     from chatproxy.__main__ import serve
 
     def listening() -> None:
@@ -129,12 +144,23 @@ class Supervisor:
         receiver, sender = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=child_main,
-            args=(self.settings, slot.index, sender),
+            args=(self.settings, slot.index, sender, os.getpid()),
             name=f"chatproxy-worker-{slot.index}",
         )
-        process.start()
+        # A signal mask survives fork and exec: the child starts with SIGHUP blocked (held
+        # pending, not acted on) until it ignores it; ours, held meanwhile, is forwarded after.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         sender.close()  # the child holds its own copy; EOF here then means it died
         slot.process, slot.started, slot.restart_at = process, time.monotonic(), None
+        # A stop signal handled while this child was being started (`forward` did not see
+        # it yet) must still reach it; from here on, `forward` does.
+        if self.stopping and process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
         return receiver
 
     def forward(self, signum: int, frame: FrameType | None = None) -> None:
@@ -148,7 +174,11 @@ class Supervisor:
 
     def start_all(self) -> bool:
         """Start every child and wait until each listens; False if one never does."""
-        pending = {self.start(slot): slot for slot in self.slots}
+        pending: dict[Connection, Slot] = {}
+        for slot in self.slots:
+            if self.stopping:  # stopped while starting: the rest need not start at all
+                break
+            pending[self.start(slot)] = slot
         try:
             return self._await_listening(pending)
         finally:
@@ -252,6 +282,30 @@ def forget_metrics(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
+def forget_dead_processes(folder: str) -> None:
+    """A folder the operator keeps between runs may hold live gauges of processes that died
+    unseen (with a parent killed outright): they leave the sums before anything starts."""
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                multiprocess.mark_process_dead(int(pid), folder)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def supervise(settings: Settings) -> int:
     """Serve with `settings.workers` processes until a signal; the exit status."""
     check(settings)
@@ -263,6 +317,8 @@ def supervise(settings: Settings) -> int:
     if METRICS_DIR_VARIABLE not in os.environ:
         own_dir = tempfile.mkdtemp(prefix="chatproxy-metrics-")
         os.environ[METRICS_DIR_VARIABLE] = own_dir  # spawned children inherit it
+    else:
+        forget_dead_processes(os.environ[METRICS_DIR_VARIABLE])
     log.info(
         "starting %d workers on http://%s:%d (pid %d supervises)",
         settings.workers,

@@ -185,3 +185,19 @@ async def test_the_pages_work_under_root_path(aiohttp_client: AiohttpClient) -> 
             url = URL(page).join(URL(reference))
             assert str(url).startswith("/prefix/"), url
             assert (await client.get(str(url))).status == 200, url
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "identity"])
+async def test_compressed_assets_tell_shared_caches_they_vary_by_encoding(
+    client: Client, encoding: str
+) -> None:
+    """`Cache-Control: public` lets a gateway's cache keep the answer: without `Vary`, it
+    would hand the gzip bytes it kept to a client that cannot read them."""
+    headers = {"Accept-Encoding": encoding}
+    resp = await client.get("/docs/swagger-ui.css", headers=headers, auto_decompress=False)
+    assert resp.status == 200
+    assert "accept-encoding" in resp.headers.get("Vary", "").lower()
+    headers["If-None-Match"] = resp.headers["ETag"]
+    again = await client.get("/docs/swagger-ui.css", headers=headers)
+    assert again.status == 304
+    assert "accept-encoding" in again.headers.get("Vary", "").lower()

@@ -21,7 +21,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from chatproxy.metrics.families import MAX_MODELS
 from chatproxy.metrics.local import LocalEngineCollector
 from chatproxy.providers import Providers
-from tests.conftest import AiohttpClient, Client, Proxy, make_settings, serve
+from tests.conftest import (
+    AiohttpClient,
+    AiohttpServer,
+    Client,
+    Proxy,
+    make_settings,
+    openai_settings,
+    serve,
+)
+from tests.fakes.embeddings import EmbeddingOpenAI
 from tests.fakes.gigachat_server import FakeGigaChat
 from tests.fakes.openai_server import FakeOpenAI, reply, status, stream
 
@@ -406,3 +415,59 @@ def test_the_fast_families_render_as_prometheus_clients_own() -> None:
         if not key[0].endswith("_created")
     }
     assert parse(generate_latest(ours).decode()) == expected
+
+
+async def test_embeddings_are_counted_with_their_provider_model_and_tokens(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    fake = EmbeddingOpenAI()
+    fake.base_url = str((await aiohttp_server(fake.app())).make_url("/v1"))
+    client = await serve(aiohttp_client, openai_settings(fake))
+    body = {"model": "text-embedding-3-small", "input": ["one two", "three"]}
+    resp = await client.post("/v1/embeddings", json=body)
+    assert resp.status == 200, await resp.text()
+    assert set(timing(resp.headers["Server-Timing"])) == {"upstream", "proxy"}
+    samples = await scrape(client)
+    labels = {"provider": "chatgpt", "model": "text-embedding-3-small"}
+    assert value(samples, "chatproxy_requests_total", route="/v1/embeddings", **labels) == 1
+    assert value(samples, "chatproxy_tokens_total", direction="in", **labels) == 3
+    assert value(samples, "chatproxy_upstream_duration_seconds_count", outcome="ok", **labels) == 1
+
+
+async def test_server_timing_on_redirects_too(proxy: Proxy) -> None:
+    client = await proxy(root_path="/api")
+    resp = await client.get("/api", allow_redirects=False)
+    assert resp.status == 308
+    assert set(timing(resp.headers["Server-Timing"])) == {"proxy"}
+
+
+def test_a_multiprocess_folder_that_is_missing_stops_the_start_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from chatproxy.app import create_app
+
+    missing = tmp_path / "not-made"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+    with pytest.raises(SystemExit) as stopped:
+        create_app(make_settings())
+    assert str(stopped.value.code).startswith("chatproxy: PROMETHEUS_MULTIPROC_DIR")
+    assert str(missing) in str(stopped.value.code)
+
+
+async def only_done(request: web.Request) -> web.StreamResponse:
+    """A stream that ends before its first delta."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def test_server_timing_on_a_stream_without_a_delta(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    client = await proxy()
+    fake_openai.queue(only_done)
+    resp = await client.post("/chatgpt/", json={"messages": [USER], "stream": True})
+    assert resp.status == 200
+    await resp.read()
+    assert set(timing(resp.headers["Server-Timing"])) == {"upstream"}

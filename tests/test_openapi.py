@@ -372,3 +372,22 @@ def test_a_raw_schema_with_defs_is_moved_into_the_components() -> None:
     assert renamed == "#/components/schemas/Message2"
     assert schemas.definitions["Message2"]["properties"]["text"]["type"] == "integer"
     assert schemas.definitions["Message"] == original
+
+
+@pytest.mark.parametrize("root", ["", "/api"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/static%2F..%2Fchatgpt/"),
+        ("POST", "/docs%2F..%2Fchatgpt/"),
+        ("GET", "/static%2F..%2Fv1/models"),
+    ],
+)
+async def test_an_encoded_slash_cannot_make_a_keyed_route_look_public(
+    proxy: Proxy, root: str, method: str, path: str
+) -> None:
+    """The key check reads the path as the router matches it: decoded, `/static/../chatgpt/`
+    looks public, while the router (which keeps %2F) hands it to a keyed handler."""
+    client = await proxy(proxy_api_keys=KEY, root_path=root)
+    resp = await client.request(method, root + path, json={"messages": USER})
+    assert resp.status == 401, await resp.text()

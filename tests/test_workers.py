@@ -7,12 +7,14 @@ TCP connection is a socket one of the workers holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import AiohttpServer
-from tests.fakes.openai_server import FakeOpenAI, hang
+from tests.fakes.openai_server import FakeOpenAI, hang, stream
 from tests.test_server_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,3 +276,170 @@ async def test_metrics_add_up_every_worker(
 
 def metrics_folders(tmp: Path) -> list[Path]:
     return list(tmp.glob("chatproxy-metrics-*"))
+
+
+def idle_child(settings: object, index: int, ready: object, parent: int) -> None:
+    """A stand-in worker for the supervisor's own tests: never listens, ends by signal."""
+    time.sleep(30)
+
+
+def test_sigterm_while_workers_start_stops_those_started_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal between two children's starts reaches the later ones as well: the parent
+    used to signal only the children it had then, and wait forever for the others."""
+    from chatproxy import workers
+    from tests.conftest import make_settings
+
+    monkeypatch.setattr(workers, "child_main", idle_child)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    supervisor = workers.Supervisor(make_settings(workers=2, port=free_port()))
+    start = supervisor.start
+
+    def start_then_signalled(slot: workers.Slot) -> object:
+        receiver = start(slot)
+        if slot.index == 1:
+            supervisor.forward(signal.SIGTERM)  # as the handler would, between the starts
+        return receiver
+
+    monkeypatch.setattr(supervisor, "start", start_then_signalled)
+    children: list[int] = []
+
+    def kill_left_over() -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    stuck = threading.Timer(15, kill_left_over)
+    original_start_all = supervisor.start_all
+
+    def start_all() -> bool:
+        try:
+            return original_start_all()
+        finally:
+            children.extend(p.pid for p in supervisor.alive() if p.pid is not None)
+            stuck.start()
+
+    monkeypatch.setattr(supervisor, "start_all", start_all)
+    began = time.monotonic()
+    try:
+        code = supervisor.run()
+    finally:
+        stuck.cancel()
+    assert time.monotonic() - began < 10, "every child was stopped, none waited for"
+    assert code == 0
+
+
+def test_a_worker_whose_parent_is_already_gone_does_not_serve() -> None:
+    """PR_SET_PDEATHSIG fires only for a parent that dies after it was set: a child whose
+    parent died while it started would serve on, orphaned, holding the port."""
+    from chatproxy import workers
+
+    assert workers.still_parented(os.getppid())
+    assert not workers.still_parented(os.getppid() + 1_000_000)
+
+
+def test_sighup_while_a_worker_starts_does_not_end_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload (SIGHUP) forwarded to a worker that has not yet installed its handler: its
+    default action would end the worker, and at start-up the whole service with it."""
+    from chatproxy import workers
+    from tests.conftest import make_settings
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    settings = make_settings(
+        workers=1, port=free_port(), openai_api_key=KEY, openai_base_url="http://127.0.0.1:9/v1"
+    )
+    supervisor = workers.Supervisor(settings)
+    start = supervisor.start
+
+    def start_then_reloaded(slot: workers.Slot) -> object:
+        receiver = start(slot)
+        supervisor.forward(signal.SIGHUP)  # as the handler would, the child still starting
+        return receiver
+
+    monkeypatch.setattr(supervisor, "start", start_then_reloaded)
+    try:
+        assert supervisor.start_all(), "the worker lived to listen"
+    finally:
+        supervisor.forward(signal.SIGTERM)
+        for process in supervisor.alive():
+            process.join(20)
+    assert [p.exitcode for p in supervisor.alive()] == [0]
+
+
+def test_a_parent_killed_outright_leaves_no_worker_behind(
+    tmp_path: Path, started: list[Workers]
+) -> None:
+    # TMPDIR: the metrics folder a killed parent cannot remove stays in tmp_path.
+    workers = Workers(tmp_path, 2, TMPDIR=str(tmp_path))
+    started.append(workers)
+    pids = list(workers.listening(2).values())
+    workers.process.kill()  # SIGKILL: the parent forwards nothing
+    workers.process.wait(10)
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")], "workers outlived it"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", workers.port)) != 0, "nothing holds the port"
+
+
+def streams_in_flight(exposition: str) -> float:
+    pattern = re.compile(r'^chatproxy_streams_in_flight{provider="chatgpt"} (\S+)$', re.M)
+    return sum(float(value) for value in pattern.findall(exposition))
+
+
+async def test_a_killed_workers_streams_leave_the_in_flight_gauge(
+    tmp_path: Path, aiohttp_server: AiohttpServer, started: list[Workers]
+) -> None:
+    """The gauge sums the live processes only: a worker killed mid-stream (it never
+    decremented) stops counting once the parent has seen it die."""
+    fake = FakeOpenAI(default=stream(["Hel", "lo"], stall_after=1))
+    upstream = await aiohttp_server(fake.app())
+    workers = Workers(tmp_path, 2, str(upstream.make_url("/v1")), TMPDIR=str(tmp_path))
+    started.append(workers)
+    loop = asyncio.get_running_loop()
+    before = await loop.run_in_executor(None, workers.listening, 2)
+    url = f"http://127.0.0.1:{workers.port}"
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        held = await session.post(f"{url}/chatgpt/", json=chat)
+        assert held.status == 200
+        await held.content.readline()
+
+        async def gauge() -> float:
+            async with session.get(f"{url}/metrics") as resp:
+                return streams_in_flight(await resp.text())
+
+        assert await gauge() == 1
+        transport = held.connection.transport if held.connection else None
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        owner = server_side_owner(sock, workers.port, list(before.values()))
+        assert owner is not None
+        os.kill(owner, signal.SIGKILL)
+        await loop.run_in_executor(None, workers.listening, 3)
+        assert await gauge() == 0
+        held.close()
+    assert await loop.run_in_executor(None, workers.stop) == 0
+
+
+def test_live_gauges_of_an_earlier_run_are_forgotten_at_start(tmp_path: Path) -> None:
+    """An operator's PROMETHEUS_MULTIPROC_DIR outlives a run: a worker of an earlier run
+    killed mid-stream (with its parent, which never saw it die) left a live gauge file."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    from chatproxy import workers
+
+    earlier_run = (
+        "from prometheus_client import Gauge\n"
+        "Gauge('chatproxy_streams_in_flight', 'd', ['provider'], multiprocess_mode='livesum')"
+        ".labels('chatgpt').inc()\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", earlier_run], env=env, check=True, timeout=30)
+    assert list(tmp_path.glob("gauge_livesum_*.db"))
+    workers.forget_dead_processes(str(tmp_path))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert streams_in_flight(generate_latest(registry).decode()) == 0

@@ -83,7 +83,11 @@ async def status_fields(request: web.Request) -> dict[str, Any]:
     own: `model_name`, `device`, `memory_allocated` of the provider its `/chat` uses, and
     the caller's `conversation_length` (0 without the history layer, null when the store
     does not answer within a second)."""
-    client = request.app[PROVIDERS].clients.get(provider_for(request, OWN_PROVIDER))
+    try:
+        own: str | None = provider_for(request, OWN_PROVIDER)
+    except ServiceUnavailableError:  # not configured here: /status still answers, these null
+        own = None
+    client = request.app[PROVIDERS].clients.get(own) if own is not None else None
     details = client.status() if client is not None else {}
     default_model = client.default_model if client is not None else None
     return {

@@ -154,10 +154,12 @@ async def asset(request: web.Request) -> web.Response:
     loaded = cache.assets.get(name)
     if loaded is None:
         loaded = cache.assets[name] = _load(spec)
+    text = spec.content_type.startswith("text/")
     headers = {"Cache-Control": ASSET_CACHE, "ETag": loaded.etag}
+    if text:  # sent gzipped or not by Accept-Encoding: a shared cache must key on it
+        headers["Vary"] = "Accept-Encoding"
     if loaded.etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
-    text = spec.content_type.startswith("text/")
     response = web.Response(
         body=loaded.body,
         content_type=spec.content_type,

@@ -7,6 +7,7 @@ import binascii
 import math
 import sys
 from array import array
+from contextlib import nullcontext
 
 import pydantic_core
 from aiohttp import web
@@ -17,7 +18,9 @@ from chatproxy.errors import InvalidRequestError, UpstreamResponseError
 from chatproxy.handlers.common import parse_body
 from chatproxy.keys import LIMITS, PROVIDERS, SETTINGS
 from chatproxy.logs import request_id_var
+from chatproxy.metrics.exchange import upstream_call
 from chatproxy.openai_schemas import EmbeddingRequest
+from chatproxy.schemas import Usage
 
 # OpenAI's own cap on inputs in one request.
 MAX_INPUTS = 2048
@@ -76,14 +79,14 @@ async def create_embeddings(request: web.Request) -> web.Response:
     ask = Ask(model, body.dimensions, body.encoding_format, request_id_var.get())
     # The same budgets and concurrency caps as a chat turn (chatproxy.limits).
     limits = request.app.get(LIMITS)
-    if limits is None:
+    quota = None if limits is None else await limits.admit()
+    tracked = nullcontext() if limits is None else limits.track(request.app[PROVIDERS], provider)
+    # upstream_call: /metrics and Server-Timing name the provider, model, time and tokens.
+    with tracked, upstream_call(provider, model) as call:
         embedded = await embed_all(embedder, inputs, ask)
-    else:
-        quota = await limits.admit()
-        with limits.track(request.app[PROVIDERS], provider):
-            embedded = await embed_all(embedder, inputs, ask)
-        if quota is not None:
-            await quota.spend(embedded.prompt_tokens)
+    call.usage = Usage(embedded.prompt_tokens, 0, embedded.prompt_tokens)
+    if quota is not None:
+        await quota.spend(embedded.prompt_tokens)
     answer = {
         "object": "list",
         "data": [

@@ -86,8 +86,10 @@ def server_timing(started: float) -> str:
 
 def stream_timing() -> str | None:
     """A stream's `Server-Timing`, sent before the upstream has finished: what is known then,
-    the time to the upstream's first delta."""
+    the time to the upstream's first delta (or, for one that ended without any, its whole)."""
     call = _current.get()
-    if call is None or call.first_byte is None:
+    if call is None:
         return None
+    if call.first_byte is None:
+        return None if call.seconds is None else f"upstream;dur={call.seconds * 1000:.2f}"
     return f'upstream;desc="first byte";dur={call.first_byte * 1000:.2f}'

@@ -37,6 +37,11 @@ def setup_metrics(app: web.Application) -> None:
     folder = multiprocess_dir()
     app[METRICS] = Metrics(registry, multiprocess=folder is not None)
     if folder:
+        if not os.path.isdir(folder):
+            raise SystemExit(
+                f"chatproxy: PROMETHEUS_MULTIPROC_DIR={folder} is not a folder: make it (empty) "
+                "or unset it"
+            )
         scrape = CollectorRegistry()
         multiprocess.MultiProcessCollector(scrape, path=folder)  # type: ignore[no-untyped-call]
     else:
