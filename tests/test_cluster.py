@@ -118,7 +118,12 @@ async def test_turns_on_alternating_copies_stay_whole_and_ordered(cluster: Clust
             generated = resp.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
     assert len(served_by(cluster, generated)) == 1
-    assert f"rid={generated} " in cluster.access_log.read_text()
+    # nginx writes its access line as it finalizes the request, which may be after the
+    # client has read the answer: wait for it rather than read once.
+    deadline = time.monotonic() + 5
+    while f"rid={generated} " not in cluster.access_log.read_text():
+        assert time.monotonic() < deadline, "nginx logged no line with its request id"
+        await asyncio.sleep(0.05)
     lines = "".join(copy.log_text() for copy in cluster.members).splitlines()
     assert any(generated in line and "203.0.113.7" in line for line in lines)
 
