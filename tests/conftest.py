@@ -22,7 +22,7 @@ from tests.fakes.openai_server import FakeOpenAI
 
 OPENAI_KEY = "sk-test-SECRET-0123456789abcdef"
 # Every test fails if chatproxy writes a secret or an issued token anywhere (see the module).
-pytest_plugins = ["tests.secret_guard"]
+pytest_plugins = ["tests.secret_guard", "tests.browser"]
 AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 Client = TestClient[web.Request, web.Application]

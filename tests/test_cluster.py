@@ -23,14 +23,16 @@ import aiohttp
 import pytest
 
 from deploy.demo_cluster import DEMO_KEY, NGINX_CONF, Cluster, find_nginx, gateway_config
+from tests.browser import require
 from tests.history_stores import POSTGRES, admin, run_aside
 
 CHUNKS, GAP = 10, 0.1
 MOCK_REPLY = "Hello from the mock!"
 
-pytestmark = pytest.mark.skipif(
-    find_nginx() is None, reason="nginx is not installed (bash .ci/services installs it)"
-)
+
+@pytest.fixture(autouse=True)
+def nginx_installed() -> None:
+    require(find_nginx() is not None, "nginx is not installed (bash .ci/services installs it)")
 
 
 @pytest.fixture

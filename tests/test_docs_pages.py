@@ -4,11 +4,11 @@ relative URLs (they work under a mount prefix), cached assets, no path traversal
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from playwright.async_api import Browser, Route
 from yarl import URL
 
 from chatproxy.app import create_app
@@ -127,15 +127,9 @@ def test_every_asset_exists_in_the_installed_package() -> None:
         assert _load(spec).body, name
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 async def test_swagger_ui_and_redoc_render_in_a_real_browser_offline(
-    aiohttp_server: AiohttpServer, tmp_path: Path
+    aiohttp_server: AiohttpServer, browser: Browser, tmp_path: Path
 ) -> None:
-    from playwright.async_api import Route, async_playwright
-
     server = await aiohttp_server(create_app(make_settings(proxy_api_keys=KEY)))
     origin = str(server.make_url("")).rstrip("/")
     elsewhere: list[str] = []
@@ -147,32 +141,27 @@ async def test_swagger_ui_and_redoc_render_in_a_real_browser_offline(
             elsewhere.append(route.request.url)
             await route.abort()
 
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            page = await browser.new_page()
-            await page.route("**/*", only_the_test_server)
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            # A Content-Security-Policy refusal shows as a console error.
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            await page.goto(f"{origin}/docs")
-            await page.wait_for_selector(".opblock", timeout=30_000)
-            paths = await page.locator(".opblock-summary-path").all_inner_texts()
-            assert any("/v1/chat/completions" in p for p in paths), paths
-            assert any("/history/" in p for p in paths), paths
-            await page.screenshot(path=str(tmp_path / "swagger.png"))
-            await page.goto(f"{origin}/redoc")
-            heading = page.locator("h2", has_text="Chat completion (OpenAI-compatible)")
-            await heading.wait_for(timeout=30_000)
-            await page.screenshot(path=str(tmp_path / "redoc.png"))
-            # ReDoc's footer names an image on its CDN; the page's policy refuses it (the
-            # browser sends nothing) and ReDoc hides the image. Nothing else may fail.
-            refused = [e for e in errors if "violates the following Content Security" in e]
-            assert all("cdn.redoc.ly" in e for e in refused), refused
-            assert [e for e in errors if e not in refused] == []
-        finally:
-            await browser.close()
+    page = await browser.new_page()
+    await page.route("**/*", only_the_test_server)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # A Content-Security-Policy refusal shows as a console error.
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    await page.goto(f"{origin}/docs")
+    await page.wait_for_selector(".opblock", timeout=30_000)
+    paths = await page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/v1/chat/completions" in p for p in paths), paths
+    assert any("/history/" in p for p in paths), paths
+    await page.screenshot(path=str(tmp_path / "swagger.png"))
+    await page.goto(f"{origin}/redoc")
+    heading = page.locator("h2", has_text="Chat completion (OpenAI-compatible)")
+    await heading.wait_for(timeout=30_000)
+    await page.screenshot(path=str(tmp_path / "redoc.png"))
+    # ReDoc's footer names an image on its CDN; the page's policy refuses it (the
+    # browser sends nothing) and ReDoc hides the image. Nothing else may fail.
+    refused = [e for e in errors if "violates the following Content Security" in e]
+    assert all("cdn.redoc.ly" in e for e in refused), refused
+    assert [e for e in errors if e not in refused] == []
     assert elsewhere == []
 
 

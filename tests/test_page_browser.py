@@ -1,26 +1,22 @@
 """The chat page in a real headless Chromium, against the real app and a slow fake upstream.
 
-Debian's chromium, driven by Playwright's async API inside the test's event loop. Without
-/usr/bin/chromium these tests skip, unless CI is set: there they must run, so they fail.
+Debian's chromium, driven by Playwright's async API inside the test's event loop (the
+`browser` fixture of tests/browser.py: in CI it must run, not skip).
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
 from chatproxy.app import create_app
 from tests.conftest import AiohttpServer, openai_settings
 from tests.fakes.openai_server import FakeOpenAI, status, stream
 
-CHROMIUM = Path("/usr/bin/chromium")
 API_KEY = "page-browser-key-0123456789"
 SLOW_PARTS = ["Streams ", "arrive ", "one ", "piece ", "at ", "a ", "time."]
 PAUSE = 0.2  # seconds between the fake's chunks: long enough for a paint between them
@@ -37,26 +33,6 @@ RECORD_REPLY_TEXTS = """() => {
     if (text && texts[texts.length - 1] !== text) texts.push(text);
   }).observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true});
 }"""
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is absent (apt-get install chromium; .ci/services does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(chromium))
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 class Chat:
