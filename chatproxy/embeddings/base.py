@@ -143,6 +143,15 @@ def vector_size(vector: Vector) -> int:
     return _size_of_base64(vector) if isinstance(vector, str) else len(vector)
 
 
+def float32s(raw: bytes) -> array[float]:
+    """OpenAI's base64 payload, decoded: little-endian float32s, whatever this machine's
+    byte order."""
+    packed = array("f", raw)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed
+
+
 def _base64_vector(value: str) -> str:
     """An upstream's base64 vector, checked as the client will read it: whole little-endian
     float32s, at least one, every one finite."""
@@ -152,9 +161,7 @@ def _base64_vector(value: str) -> str:
         raise ValueError("not base64") from None
     if not raw or len(raw) % 4:
         raise ValueError("not whole float32s")
-    packed = array("f", raw)
-    if sys.byteorder != "little":
-        packed.byteswap()
+    packed = float32s(raw)
     # Finite float32s cannot overflow a double's sum; a NaN or an infinity makes it one.
     if not math.isfinite(sum(packed)):
         raise ValueError("not finite")
