@@ -21,10 +21,10 @@ from chatproxy.compat.common import (
     json_object,
     provider_for,
     stored_messages,
-    validated,
 )
 from chatproxy.config import PROVIDER_NAMES
 from chatproxy.errors import InvalidRequestError, NotFoundError
+from chatproxy.handlers.common import validated
 from chatproxy.history.layer import HistoryLayer
 from chatproxy.keys import PROVIDERS
 from chatproxy.openapi import Operation, register

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from chatproxy.access import client_owner
 from chatproxy.clients.base import Completion
@@ -19,9 +18,7 @@ from chatproxy.history.layer import HistoryLayer, scoped
 from chatproxy.keys import HISTORY, PROVIDERS, SETTINGS
 from chatproxy.logs import request_id_var
 from chatproxy.pipeline import ChatCall, open_turn
-from chatproxy.schemas import Message, describe_validation_error
-
-M = TypeVar("M", bound=BaseModel)
+from chatproxy.schemas import Message
 
 
 def history_layer(request: web.Request) -> HistoryLayer:
@@ -67,15 +64,6 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
     return data
-
-
-def validated(model: type[M], data: dict[str, Any]) -> M:
-    """`model` from a body or a query, or a 400 naming the field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        message, param = describe_validation_error(exc)
-        raise InvalidRequestError(message, param=param) from None
 
 
 def conversation_id(prefix: str, name: str) -> str:

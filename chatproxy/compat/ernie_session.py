@@ -18,8 +18,8 @@ from chatproxy.compat.common import (
     conversation_id,
     history_layer,
     provider_for,
-    validated,
 )
+from chatproxy.handlers.common import validated
 from chatproxy.keys import ROOT_PATH
 
 OWN_PROVIDER = "ernie"

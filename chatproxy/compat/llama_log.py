@@ -19,9 +19,9 @@ from chatproxy.compat.common import (
     history_layer,
     provider_for,
     stored_messages,
-    validated,
 )
 from chatproxy.errors import NotFoundError
+from chatproxy.handlers.common import validated
 from chatproxy.history.layer import HistoryLayer
 from chatproxy.openapi import Operation, register
 

@@ -21,9 +21,9 @@ from chatproxy.compat.common import (
     history_layer,
     provider_for,
     stored_messages,
-    validated,
 )
 from chatproxy.errors import ServiceUnavailableError
+from chatproxy.handlers.common import validated
 from chatproxy.history.layer import READY_TIMEOUT
 from chatproxy.keys import HISTORY, PROVIDERS
 from chatproxy.openapi import Operation, register

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sized
-from typing import TypeVar
+from collections.abc import Mapping, Sized
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -44,8 +44,21 @@ async def parse_body(request: web.Request, model: type[M], limit: int) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        message, param = describe_validation_error(exc)
-        raise InvalidRequestError(message, param=param) from None
+        raise invalid_request(exc) from None
+
+
+def validated(model: type[M], data: Mapping[str, Any]) -> M:
+    """`model` from an already parsed body or a query, or a 400 naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
+
+
+def invalid_request(exc: ValidationError) -> InvalidRequestError:
+    """A client's input pydantic refused, as the 400 naming its first bad field."""
+    message, param = describe_validation_error(exc)
+    return InvalidRequestError(message, param=param)
 
 
 def check_message_count(messages: Sized, limit: int) -> None:
